@@ -1,0 +1,25 @@
+# Two commands after cloning: `make dev` (the embedded stack) and `make test` (the whole suite).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+$(BIN)/orderflow: requirements.txt pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+.PHONY: install dev test bench lab
+install: $(BIN)/orderflow
+
+dev: install
+	$(BIN)/orderflow dev
+
+test: install
+	$(BIN)/python -m pytest tests
+
+bench: install
+	$(BIN)/orderflow bench
+
+lab: install
+	$(BIN)/jupyter lab notebooks/

@@ -1,0 +1,39 @@
+"""Settings read from the environment, and the names every layer shares."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+ORDERS_TASK_QUEUE = "orders-tq"
+SHIPPING_TASK_QUEUE = "shipping-tq"
+NAMESPACE = "default"
+
+DEFAULT_STATE_DIR = Path(os.environ.get("ORDERFLOW_HOME", Path.cwd() / "var"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the Temporal server and the app database are; every field has an env variable."""
+
+    temporal_address: str = "127.0.0.1:7233"
+    namespace: str = NAMESPACE
+    db_url: str = f"sqlite:///{DEFAULT_STATE_DIR / 'orderflow.db'}"
+    orders_task_queue: str = ORDERS_TASK_QUEUE
+    shipping_task_queue: str = SHIPPING_TASK_QUEUE
+    api_token: str | None = None
+    log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        env = os.environ
+        return cls(
+            temporal_address=env.get("TEMPORAL_ADDRESS", cls.temporal_address),
+            namespace=env.get("TEMPORAL_NAMESPACE", cls.namespace),
+            db_url=env.get("ORDERFLOW_DB_URL", cls.db_url),
+            orders_task_queue=env.get("ORDERFLOW_ORDERS_TASK_QUEUE", cls.orders_task_queue),
+            shipping_task_queue=env.get("ORDERFLOW_SHIPPING_TASK_QUEUE", cls.shipping_task_queue),
+            api_token=env.get("ORDERFLOW_API_TOKEN") or None,
+            log_level=env.get("ORDERFLOW_LOG_LEVEL", cls.log_level),
+        )

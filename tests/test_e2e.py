@@ -1,0 +1,51 @@
+"""End to end with the unmodified fault injector: many orders, prompt approval, invariants.
+
+Nothing here controls flaky_call: a third of attempts fail and a third hang.
+"""
+
+import asyncio
+
+import pytest
+
+from orderflow import audit
+from orderflow import client as orders
+from orderflow.models import OrderState
+from tests.conftest import new_id
+
+BUDGET = 15.0
+
+
+async def run_orders(stack, count: int, concurrency: int) -> dict[str, tuple]:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(n: int):
+        async with gate:
+            order_id = new_id(f"e2e{n}")
+            handle = await orders.start_order(stack.client, orders.new_order(order_id, f"pay-{order_id}"), stack.settings)
+            await orders.approve_when_ready(handle)
+            result = await handle.result()
+            desc = await handle.describe()
+            return order_id, result, (desc.close_time - desc.start_time).total_seconds()
+
+    done = await asyncio.gather(*(one(n) for n in range(count)))
+    return {order_id: (result, seconds) for order_id, result, seconds in done}
+
+
+def check(stack, outcomes: dict[str, tuple]) -> None:
+    slow = {o: s for o, (_, s) in outcomes.items() if s >= BUDGET}
+    assert not slow, f"orders over {BUDGET} s: {slow}"
+    assert audit.check_invariants(stack.repo, outcomes) == []
+    rows = {r["id"]: r for r in audit.orders_df(stack.repo, outcomes).to_dict("records")}
+    for order_id, (result, _) in outcomes.items():
+        assert rows[order_id]["state"] == result.state.value, f"{order_id}: database and workflow disagree"
+    shipped = sum(r.state == OrderState.SHIPPED for r, _ in outcomes.values())
+    assert shipped >= 0.9 * len(outcomes), f"only {shipped} of {len(outcomes)} shipped"
+
+
+async def test_fifty_orders_under_real_faults_on_sqlite(stack):
+    check(stack, await run_orders(stack, 50, 10))
+
+
+@pytest.mark.mysql
+async def test_orders_under_real_faults_on_mysql(mysql_stack):
+    check(mysql_stack, await run_orders(mysql_stack, 20, 10))

@@ -1,0 +1,217 @@
+"""OrderWorkflow and ShippingWorkflow, path by path, on the real dev server with real workers.
+
+Each test scripts flaky_call's draws for the activities it is about (0.1 fails, 0.5 hangs
+until the attempt timeout, 0.9 succeeds; unscripted draws succeed) so it takes one path
+deterministically. tests/test_e2e.py runs the unmodified fault injector.
+"""
+
+import asyncio
+
+import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import CancelledError
+
+from orderflow import client as orders
+from orderflow.errors import InvalidOrder
+from orderflow.models import Item, OrderState, PaymentState, Signal
+from tests.conftest import new_id, save_history
+
+FAIL, HANG = 0.1, 0.5
+
+
+async def start(stack, prefix: str, **kw):
+    order_id = new_id(prefix)
+    req = orders.new_order(order_id, f"pay-{order_id}", **kw)
+    handle = await orders.start_order(stack.client, req, stack.settings)
+    return order_id, handle
+
+
+async def wait_for(stack, order_id: str, predicate, timeout: float = 10.0):
+    """Poll status() until ``predicate(status)`` holds."""
+    async with asyncio.timeout(timeout):
+        while True:
+            current = await orders.status(stack.client, order_id)
+            if predicate(current):
+                return current
+            await asyncio.sleep(0.02)
+
+
+def db_view(stack, order_id):
+    return stack.repo.order_view(order_id)
+
+
+async def test_happy_path_ships_and_charges_once(stack, scripted):
+    scripted.set(ChargePayment=[FAIL, HANG], PreparePackage=[HANG])
+    order_id, handle = await start(stack, "happy", items=[Item("ABC", 2), Item("XYZ", 1)], address="1 Main St")
+    assert await orders.approve_when_ready(handle)
+    result = await handle.result()
+    assert (result.state, result.payment, result.shipping_attempts) == (OrderState.SHIPPED, PaymentState.CHARGED, 1)
+    assert result.elapsed_seconds < 15
+    status = await orders.status(stack.client, order_id)
+    assert (status.steps["charge"].attempts, status.steps["charge"].failures, status.steps["charge"].timeouts) == (3, 1, 1)
+    assert status.steps["prepare"].timeouts == 1
+    assert "charge: Forced failure for testing" in status.recent_errors
+    view = db_view(stack, order_id)
+    assert view["order"]["state"] == "shipped"
+    assert [(p["status"], p["amount"]) for p in view["payments"]] == [("charged", 3)]
+    assert [(s["status"], s["address"]) for s in view["shipments"]] == [("dispatched", "1 Main St")]
+    types = [e["type"] for e in view["events"]]
+    assert {"order_started", "attempt_failed", "attempt_timed_out", "signal_accepted", "order_shipped"} <= set(types)
+    await save_history(handle, "happy_path")
+
+
+async def test_review_deadline_cancels_without_charging(stack, scripted):
+    order_id, handle = await start(stack, "noreview", review_timeout_seconds=0.3)
+    result = await handle.result()
+    assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.NONE)
+    assert "manual review deadline" in result.reason
+    view = db_view(stack, order_id)
+    assert view["order"]["state"] == "cancelled" and view["payments"] == []
+    await save_history(handle, "review_timeout")
+
+
+async def test_cancel_during_review(stack, scripted):
+    order_id, handle = await start(stack, "cancelreview")
+    await wait_for(stack, order_id, lambda s: s.state == OrderState.AWAITING_REVIEW)
+    assert "cancellation accepted" in await orders.cancel(stack.client, order_id, "changed my mind")
+    result = await handle.result()
+    assert (result.state, result.payment, result.reason) == (OrderState.CANCELLED, PaymentState.NONE, "changed my mind")
+    assert db_view(stack, order_id)["payments"] == []
+
+
+async def test_cancel_after_charge_refunds(stack, scripted):
+    scripted.set(PreparePackage=[HANG] * 8)  # keeps the order in shipping for about a second
+    order_id, handle = await start(stack, "cancelpaid")
+    assert await orders.approve_when_ready(handle)
+    await wait_for(stack, order_id, lambda s: s.payment == PaymentState.CHARGED)
+    await orders.cancel(stack.client, order_id)
+    result = await handle.result()
+    assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.REFUNDED)
+    view = db_view(stack, order_id)
+    assert [p["status"] for p in view["payments"]] == ["refunded"]
+    assert all(s["status"] != "dispatched" for s in view["shipments"])
+    await save_history(handle, "cancel_after_charge")
+
+
+async def test_cancel_after_dispatch_is_rejected(stack, scripted):
+    scripted.set(MarkOrderShipped=[HANG] * 6)
+    order_id, handle = await start(stack, "cancellate")
+    assert await orders.approve_when_ready(handle)
+    await wait_for(stack, order_id, lambda s: s.state == OrderState.DISPATCHED)
+    with pytest.raises(orders.Rejected, match="already dispatched"):
+        await orders.cancel(stack.client, order_id)
+    with pytest.raises(orders.Rejected, match="already dispatched"):
+        await orders.update_address(stack.client, order_id, "too late")
+    await handle.signal(Signal.CANCEL, "signal after dispatch")  # a signal cannot be refused: it is recorded
+    result = await handle.result()
+    assert (result.state, result.payment) == (OrderState.SHIPPED, PaymentState.CHARGED)
+    status = await orders.status(stack.client, order_id)
+    assert any(r.name == Signal.CANCEL and not r.accepted and "dispatched" in r.detail for r in status.signals)
+
+
+async def test_address_update_before_dispatch_reaches_the_shipment(stack, scripted):
+    scripted.set(PreparePackage=[HANG] * 6)
+    order_id, handle = await start(stack, "address", address="old street")
+    await wait_for(stack, order_id, lambda s: s.state == OrderState.AWAITING_REVIEW)
+    await orders.update_address(stack.client, order_id, "review street")
+    assert await orders.approve_when_ready(handle)
+    await wait_for(stack, order_id, lambda s: s.state == OrderState.SHIPPING)
+    await orders.update_address(stack.client, order_id, "742 Evergreen Terrace")  # forwarded to the child
+    result = await handle.result()
+    assert result.state == OrderState.SHIPPED
+    view = db_view(stack, order_id)
+    assert view["order"]["address"] == "742 Evergreen Terrace"
+    assert [s["address"] for s in view["shipments"]] == ["742 Evergreen Terrace"]
+
+
+async def test_dispatch_failure_signals_parent_which_retries(stack, scripted):
+    scripted.set(DispatchCarrier=[FAIL] * 5)  # the first shipment uses up its five dispatch attempts
+    order_id, handle = await start(stack, "redispatch")
+    assert await orders.approve_when_ready(handle)
+    result = await handle.result()
+    assert (result.state, result.shipping_attempts) == (OrderState.SHIPPED, 2)
+    status = await orders.status(stack.client, order_id)
+    assert len(status.dispatch_failures) == 1 and "Forced failure" in status.dispatch_failures[0]
+    view = db_view(stack, order_id)
+    assert [(s["shipment_no"], s["status"]) for s in view["shipments"]] == [(1, "failed"), (2, "dispatched")]
+    assert "dispatch_failed" in [e["type"] for e in view["events"]]
+    await save_history(handle, "dispatch_failed_retry")
+
+
+async def test_shipping_exhausted_refunds_and_fails(stack, scripted):
+    scripted.set(DispatchCarrier=[FAIL] * 25)
+    order_id, handle = await start(stack, "noship")
+    assert await orders.approve_when_ready(handle)
+    result = await handle.result()
+    assert (result.state, result.payment, result.shipping_attempts) == (OrderState.FAILED, PaymentState.REFUNDED, 5)
+    assert "shipping failed 5 times" in result.reason
+    view = db_view(stack, order_id)
+    assert [p["status"] for p in view["payments"]] == ["refunded"]
+    assert {s["status"] for s in view["shipments"]} == {"failed"}
+    await save_history(handle, "shipping_exhausted")
+
+
+async def test_temporal_cancellation_compensates(stack, scripted):
+    scripted.set(PreparePackage=[HANG] * 8)
+    order_id, handle = await start(stack, "tcancel")
+    assert await orders.approve_when_ready(handle)
+    await wait_for(stack, order_id, lambda s: s.payment == PaymentState.CHARGED)
+    await handle.cancel()
+    with pytest.raises(WorkflowFailureError) as err:
+        await handle.result()
+    assert isinstance(err.value.cause, CancelledError)
+    assert (await handle.describe()).status == WorkflowExecutionStatus.CANCELED
+    view = db_view(stack, order_id)
+    assert view["order"]["state"] == "cancelled"
+    assert [p["status"] for p in view["payments"]] == ["refunded"]
+    await save_history(handle, "temporal_cancel")
+
+
+async def test_an_order_without_items_fails_validation(stack, scripted):
+    order_id, handle = await start(stack, "empty", items=[])
+    result = await handle.result()
+    assert (result.state, result.payment) == (OrderState.FAILED, PaymentState.NONE)
+    assert result.reason == "validate: No items to validate"
+
+
+async def test_a_payment_id_is_never_charged_for_two_orders(stack, scripted):
+    first, handle1 = await start(stack, "pay1")
+    req = orders.new_order(new_id("pay2"), f"pay-{first}")
+    handle2 = await orders.start_order(stack.client, req, stack.settings)
+    assert await orders.approve_when_ready(handle1)
+    assert (await handle1.result()).state == OrderState.SHIPPED
+    assert await orders.approve_when_ready(handle2)
+    second = await handle2.result()
+    assert second.state == OrderState.FAILED and "belongs to order" in second.reason
+    assert [p["status"] for p in db_view(stack, first)["payments"]] == ["charged"]
+
+
+async def test_starting_an_order_twice_is_rejected(stack, scripted):
+    order_id, handle = await start(stack, "twice", review_timeout_seconds=0.2)
+    with pytest.raises(orders.OrderExists):
+        await orders.start_order(stack.client, orders.new_order(order_id, "another"), stack.settings)
+    await handle.result()
+    with pytest.raises(orders.OrderExists):  # also after it ended
+        await orders.start_order(stack.client, orders.new_order(order_id, "another"), stack.settings)
+
+
+async def test_late_and_repeated_signals_are_recorded_not_applied(stack, scripted):
+    order_id, handle = await start(stack, "late")
+    assert await orders.approve_when_ready(handle)
+    with pytest.raises(orders.Rejected, match="not awaiting review|already approved"):
+        await orders.approve(stack.client, order_id)
+    await handle.signal(Signal.APPROVE)  # a second approval by signal: recorded as refused
+    await handle.result()
+    with pytest.raises(orders.Rejected, match="ended"):
+        await orders.cancel(stack.client, order_id)
+    status = await orders.status(stack.client, order_id)
+    refused = [r for r in status.signals if r.name == Signal.APPROVE and not r.accepted]
+    assert refused and "not awaiting review" in refused[0].detail
+
+
+@pytest.mark.parametrize("bad", [dict(order_id="has space"), dict(payment_id=""), dict(items=[Item("ABC", 0)])])
+async def test_bad_input_is_refused_before_starting(stack, bad):
+    fields = dict(order_id=new_id("bad"), payment_id="p", items=None) | bad
+    req = orders.new_order(fields["order_id"], fields["payment_id"], items=fields["items"])
+    with pytest.raises(InvalidOrder):
+        await orders.start_order(stack.client, req, stack.settings)
