@@ -1,0 +1,251 @@
+"""The HTTP API over real HTTP: an `orderflow api` process and two `orderflow worker` processes
+against the session's dev server, exactly as they run in production."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+
+from orderflow.db import migrate
+from orderflow.devstack import free_port
+
+TOKEN = "s3cret-token"
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "orderflow.cli", *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def wait_healthy(base: str, timeout: float = 30.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"API at {base} did not become healthy")
+
+
+@pytest.fixture(scope="session")
+def api_env(dev_server, tmp_path_factory) -> dict[str, str]:
+    db_url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'api.db'}"
+    migrate.upgrade(db_url)
+    return os.environ | {
+        "TEMPORAL_ADDRESS": dev_server.address,
+        "ORDERFLOW_DB_URL": db_url,
+        "ORDERFLOW_ORDERS_TASK_QUEUE": "orders-tq-api",
+        "ORDERFLOW_SHIPPING_TASK_QUEUE": "shipping-tq-api",
+        "ORDERFLOW_LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.fixture(scope="session")
+def api(api_env) -> Iterator[str]:
+    """Base URL of an API with its workers, no token."""
+    port = free_port()
+    procs = [spawn(["worker", "orders"], api_env), spawn(["worker", "shipping"], api_env),
+             spawn(["api", "--port", str(port)], api_env)]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base)
+        yield base
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def secured_api(api_env, api) -> Iterator[str]:
+    """A second API process with ORDERFLOW_API_TOKEN set (the first one's workers serve it)."""
+    port = free_port()
+    proc = spawn(["api", "--port", str(port)], api_env | {"ORDERFLOW_API_TOKEN": TOKEN})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(base)
+        yield base
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def http(api) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=api, timeout=20) as client:
+        yield client
+
+
+def new_order_id() -> str:
+    return f"api-{uuid.uuid4().hex[:10]}"
+
+
+def wait_status(http: httpx.Client, order_id: str, predicate, timeout: float = 15.0) -> dict:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        body = http.get(f"/orders/{order_id}/status").json()
+        if predicate(body):
+            return body
+        time.sleep(0.05)
+    raise AssertionError(f"status of {order_id} never matched; last: {body}")
+
+
+def awaiting_review(body: dict) -> bool:
+    return body["status"]["state"] == "awaiting_review"
+
+
+def closed(body: dict) -> bool:
+    return body["temporal_status"] != "RUNNING"
+
+
+def test_the_assignments_curl_flow(http):
+    """start 123/abc123, update the address, approve, query status and state until terminal."""
+    started = http.post("/orders/123/start?payment_id=abc123")
+    assert started.status_code == 201, started.text
+    assert started.json()["workflow_id"] == "order-123"
+    wait_status(http, "123", awaiting_review)
+    moved = http.post("/orders/123/signals/update-address", json={"new_address": "742 Evergreen Terrace"})
+    assert moved.status_code == 202 and moved.json()["result"] == "address updated"
+    assert http.post("/orders/123/signals/approve").status_code == 202
+    final = wait_status(http, "123", closed)
+    assert final["temporal_status"] == "COMPLETED" and final["status"]["state"] == "shipped"
+    state = http.get("/orders/123/state").json()
+    assert state["order"]["address"] == "742 Evergreen Terrace"
+    assert [p["status"] for p in state["payments"]] == ["charged"]
+    assert state["events"][-1]["type"] == "order_shipped"
+    again = http.post("/orders/123/start?payment_id=abc123")
+    assert again.status_code == 409 and "already exists" in again.json()["error"]
+    late = http.post("/orders/123/signals/cancel")
+    assert late.status_code == 409 and "ended" in late.json()["error"]
+
+
+def test_the_cancel_flow(http):
+    order_id = new_order_id()
+    assert http.post(f"/orders/{order_id}/start", params={"payment_id": "pay-" + order_id}).status_code == 201
+    wait_status(http, order_id, awaiting_review)
+    cancelled = http.post(f"/orders/{order_id}/signals/cancel", json={"reason": "customer asked"})
+    assert cancelled.status_code == 202, cancelled.text
+    final = wait_status(http, order_id, closed)
+    assert final["status"]["state"] == "cancelled" and final["status"]["reason"] == "customer asked"
+    assert http.post(f"/orders/{order_id}/signals/approve").status_code == 409
+    assert http.post(f"/orders/{order_id}/signals/update-address", json={"new_address": "x"}).status_code == 409
+
+
+def test_start_with_items_and_address(http):
+    order_id = new_order_id()
+    body = {"items": [{"sku": "ABC", "qty": 2}, {"sku": "XYZ", "qty": 3}], "address": "1 Main St"}
+    assert http.post(f"/orders/{order_id}/start?payment_id=p-{order_id}", json=body).status_code == 201
+    wait_status(http, order_id, awaiting_review)
+    assert http.post(f"/orders/{order_id}/signals/approve").status_code == 202
+    again = http.post(f"/orders/{order_id}/signals/approve")
+    assert again.status_code == 409 and "approved" in again.json()["error"] or "review" in again.json()["error"]
+    wait_status(http, order_id, closed)
+    state = http.get(f"/orders/{order_id}/state").json()
+    assert state["payments"][0]["amount"] == 5 and state["order"]["address"] == "1 Main St"
+
+
+def test_approve_before_review_is_refused(http):
+    order_id = new_order_id()
+    http.post(f"/orders/{order_id}/start?payment_id=p-{order_id}")
+    body = http.get(f"/orders/{order_id}/status").json()
+    answer = http.post(f"/orders/{order_id}/signals/approve")
+    if body["status"]["state"] != "awaiting_review" and answer.status_code == 409:
+        assert "not awaiting review" in answer.json()["error"]
+    else:  # the order reached review between the two calls
+        assert answer.status_code == 202
+    http.post(f"/orders/{order_id}/signals/cancel")
+
+
+@pytest.mark.parametrize(
+    "method, path, kwargs",
+    [
+        ("post", "/orders/bad%20id/start?payment_id=p", {}),
+        ("post", "/orders/ok-id/start", {}),  # payment_id missing
+        ("post", "/orders/ok-id/start?payment_id=p", {"json": {"items": [{"sku": "A", "qty": 0}]}}),
+        ("post", "/orders/ok-id/start?payment_id=p", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+        ("post", "/orders/ok-id/signals/update-address", {"json": {"new_address": ""}}),
+        ("post", "/orders/ok-id/signals/update-address", {"json": {}}),
+        ("get", "/orders?limit=0", {}),
+    ],
+)
+def test_bad_input_is_a_422_with_a_message(http, method, path, kwargs):
+    response = getattr(http, method)(path, **kwargs)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]
+
+
+@pytest.mark.parametrize("method, path", [
+    ("post", "/signals/approve"), ("post", "/signals/cancel"), ("get", "/status"), ("get", "/state"),
+])
+def test_unknown_orders_are_404(http, method, path):
+    response = getattr(http, method)(f"/orders/{new_order_id()}{path}")
+    assert response.status_code == 404 and response.json()["error"]
+
+
+def test_update_address_of_unknown_order_is_404(http):
+    response = http.post(f"/orders/{new_order_id()}/signals/update-address", json={"new_address": "x"})
+    assert response.status_code == 404
+
+
+def test_orders_list_and_health(http):
+    order_id = new_order_id()
+    http.post(f"/orders/{order_id}/start?payment_id=p-{order_id}")
+    wait_status(http, order_id, awaiting_review)
+    listed = http.get("/orders", params={"limit": 500}).json()
+    assert order_id in {o["id"] for o in listed["orders"]} and listed["limit"] == 500
+    assert http.get("/healthz").json() == {"temporal": True, "database": True}
+    http.post(f"/orders/{order_id}/signals/cancel")
+
+
+def test_openapi_docs_are_served(http):
+    assert http.get("/docs").status_code == 200
+    paths = http.get("/openapi.json").json()["paths"]
+    assert "/orders/{order_id}/signals/update-address" in paths
+
+
+def test_a_token_guards_every_mutating_endpoint(secured_api):
+    order_id = new_order_id()
+    with httpx.Client(base_url=secured_api, timeout=20) as http:
+        for path in ("start?payment_id=p", "signals/approve", "signals/cancel"):
+            response = http.post(f"/orders/{order_id}/{path}")
+            assert response.status_code == 401 and "token" in response.json()["error"]
+        assert http.post(f"/orders/{order_id}/start?payment_id=p", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert http.post(f"/orders/{order_id}/start?payment_id=p-{order_id}", headers=auth).status_code == 201
+        assert http.get(f"/orders/{order_id}/status").status_code == 200  # reads need no token
+        assert http.post(f"/orders/{order_id}/signals/cancel", headers=auth).status_code == 202
+
+
+def test_no_generated_input_makes_the_api_fail(api):
+    """Schemathesis generates requests for every operation from our own OpenAPI schema
+    (8 operations x 50 examples): never a 5xx, and every error answer is JSON with a message."""
+    schema = schemathesis.openapi.from_url(f"{api}/openapi.json")
+    calls = 0
+    for result in schema.get_all_operations():
+        operation = result.ok()
+
+        @given(case=operation.as_strategy())
+        @settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(case):
+            nonlocal calls
+            calls += 1
+            response = case.call(timeout=20)
+            label = f"{case.method} {case.formatted_path}"
+            assert response.status_code < 500, f"{label}: {response.status_code} {response.text}"
+            if response.status_code >= 400:
+                assert response.json()["error"], label
+
+        check()
+    assert calls >= 300
