@@ -118,12 +118,16 @@ def main(argv: list[str] | None = None) -> int:
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
 
-    bench = sub.add_parser("bench", help="the 15-second benchmark (see orderflow bench --help)", add_help=False)
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    sub.add_parser("bench", help="the 15-second benchmark (see orderflow bench --help)", add_help=False)
 
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    if argv[:1] == ["bench"]:  # its options are its own
+        from orderflow import bench
+
+        return bench.main(argv[1:])
+    args = parser.parse_args(argv)
     try:
         if args.command == "dev":
             asyncio.run(cmd_dev(args, settings))
@@ -133,10 +137,6 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(cmd_api(args, settings))
         elif args.command == "db":
             cmd_db(args, settings)
-        elif args.command == "bench":
-            from orderflow import bench as bench_module
-
-            return bench_module.main(args.rest)
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a clear one-line error for the user, not a stack trace
