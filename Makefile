@@ -16,7 +16,7 @@ dev: install
 	$(BIN)/orderflow dev
 
 test: install
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest --nbmake tests notebooks
 
 bench: install
 	$(BIN)/orderflow bench

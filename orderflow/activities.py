@@ -18,10 +18,10 @@ from temporalio.exceptions import ApplicationError
 
 from orderflow import stubs
 from orderflow.db.repository import Repository
-from orderflow.errors import PaymentClosed, PaymentConflict
+from orderflow.errors import CarrierRejected, PaymentClosed, PaymentConflict
 from orderflow.models import Activity, PaymentState, ProgressRecord, ShipmentRequest, StepRequest
 
-NON_RETRYABLE = (ValueError, PaymentConflict, PaymentClosed)
+NON_RETRYABLE = (ValueError, PaymentConflict, PaymentClosed, CarrierRejected)
 
 
 @contextmanager
@@ -80,7 +80,8 @@ class ShippingActivities:
 
     @activity.defn(name=Activity.DISPATCH_CARRIER)
     async def dispatch_carrier(self, req: ShipmentRequest) -> str:
-        return await stubs.carrier_dispatched(_order(req), self.db, req.shipment_no, req.address)
+        with business_errors():
+            return await stubs.carrier_dispatched(_order(req), self.db, req.shipment_no, req.address)
 
 
 class ProgressActivities:

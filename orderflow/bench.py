@@ -31,7 +31,7 @@ from orderflow.config import Settings
 from orderflow.db import migrate
 from orderflow.db.repository import Repository
 from orderflow.devstack import DevServer, free_port
-from orderflow.models import OrderState, StepPolicy
+from orderflow.models import StepPolicy
 
 FLAKY_STEPS = ("receive", "validate", "charge", "prepare", "dispatch", "mark_shipped")
 P_FAIL, P_HANG = 0.33, 0.34  # flaky_call: < 0.33 fails, < 0.67 hangs, else succeeds

@@ -127,14 +127,17 @@ async def update_address(client: Client, order_id: str, new_address: str) -> str
 
 
 async def approve_when_ready(handle: WorkflowHandle) -> bool:
-    """The reviewer bot: wait until the order awaits review, then approve it at once."""
-    state = await handle.execute_update(Update.WAIT_FOR_REVIEW, result_type=OrderState)
-    if state != OrderState.AWAITING_REVIEW:
-        return False
+    """The reviewer bot: wait until the order awaits review, then approve it at once.
+
+    False when the order never awaited review or left it first (cancelled, review deadline).
+    """
     try:
+        state = await handle.execute_update(Update.WAIT_FOR_REVIEW, result_type=OrderState)
+        if state != OrderState.AWAITING_REVIEW:
+            return False
         await handle.execute_update(Update.APPROVE, result_type=str)
-    except WorkflowUpdateFailedError:
-        return False  # cancelled or timed out in between
+    except (WorkflowUpdateFailedError, RPCError):  # refused, or the workflow closed meanwhile
+        return False
     return True
 
 

@@ -19,3 +19,7 @@ class PaymentConflict(OrderflowError):
 
 class PaymentClosed(OrderflowError):
     """The payment was refunded or voided; it can never be charged again."""
+
+
+class CarrierRejected(OrderflowError):
+    """The carrier will not take the parcel to this address (it does not deliver to PO boxes)."""

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 from typing import Any
 
 from orderflow.db.repository import Repository
+from orderflow.errors import CarrierRejected
 from orderflow.models import Item, OrderState, PaymentState
 
 
@@ -60,8 +62,13 @@ async def package_prepared(order: dict[str, Any], db: Repository, shipment_no: i
     return "Package ready"
 
 
+PO_BOX = re.compile(r"\bp\.?\s*o\.?\s*box\b", re.IGNORECASE)
+
+
 async def carrier_dispatched(order: dict[str, Any], db: Repository, shipment_no: int, address: str) -> str:
     await flaky_call()
+    if PO_BOX.search(address):
+        raise CarrierRejected(f"the carrier does not deliver to PO boxes ({address!r})")
     await asyncio.to_thread(db.dispatch_shipment, order["order_id"], shipment_no, address)
     return "Dispatched"
 

@@ -9,11 +9,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from orderflow import models
+from orderflow import workflows as workflows_package
 from orderflow.activities import all_activities
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
-from orderflow import models
-from orderflow import workflows as workflows_package
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 
 WORKER_KINDS = ("orders", "shipping")

@@ -215,3 +215,13 @@ async def test_bad_input_is_refused_before_starting(stack, bad):
     req = orders.new_order(fields["order_id"], fields["payment_id"], items=fields["items"])
     with pytest.raises(InvalidOrder):
         await orders.start_order(stack.client, req, stack.settings)
+
+
+async def test_a_carrier_refusal_exhausts_shipping_and_refunds(stack, scripted):
+    order_id, handle = await start(stack, "pobox", address="PO Box 42")
+    assert await orders.approve_when_ready(handle)
+    result = await handle.result()
+    assert (result.state, result.payment, result.shipping_attempts) == (OrderState.FAILED, PaymentState.REFUNDED, 5)
+    status = await orders.status(stack.client, order_id)
+    assert len(status.dispatch_failures) == 5
+    assert all("does not deliver to PO boxes" in reason for reason in status.dispatch_failures)
