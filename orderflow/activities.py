@@ -99,6 +99,8 @@ class ProgressActivities:
             self.db.update_address(rec.order_id, rec.address)
         if rec.shipment_no is not None and rec.shipment_status is not None:
             self.db.close_shipment(rec.order_id, rec.shipment_no, rec.shipment_status)
+        if rec.order is not None:  # an order that ends before ReceiveOrder succeeded is not lost
+            self.db.insert_order(rec.order_id, rec.order.payment_id, rec.order.items, rec.order.address, rec.state)
         if rec.state is not None:
             self.db.advance_state(rec.order_id, rec.state, rec.reason)
         self.db.append_events(rec.events)

@@ -63,6 +63,7 @@ class Report:
     outcomes: dict[str, float]
     steps: dict[str, dict[str, int]]
     worker_peak_rss_mb: dict[str, float]
+    cpu_ms_per_order: dict[str, float]
     invariant_violations: list[str]
     floor: dict[str, float] = field(default_factory=dict)
 
@@ -106,6 +107,11 @@ def timeout_floor(policy: StepPolicy, samples: int = 20_000, seed: int = 7) -> d
 def _spawn_worker(kind: str, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "orderflow.cli", "worker", kind], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
 
 
 async def _sample_rss(procs: dict[str, subprocess.Popen], peaks: dict[str, float], stop: asyncio.Event) -> None:
@@ -166,6 +172,9 @@ async def run(label: str, n: int, concurrency: int, policy: StepPolicy, fast_tim
         bar.close()
         stop.set()
         await sampler
+        cpu = {name: _cpu_seconds(p.pid) for name, p in procs.items()}
+        cpu["dev server"] = _cpu_seconds(server.process.pid)
+        cpu["bench driver"] = _cpu_seconds(os.getpid())
     finally:
         for proc in procs.values():
             proc.terminate()
@@ -188,6 +197,7 @@ async def run(label: str, n: int, concurrency: int, policy: StepPolicy, fast_tim
         outcomes={state: round(sum(r.state == state for r in runs) / n, 4) for state in sorted({r.state for r in runs})},
         steps={step: {k: int(v) for k, v in row.items()} for step, row in stats.to_dict("index").items()},
         worker_peak_rss_mb={k: round(v, 1) for k, v in peaks.items()},
+        cpu_ms_per_order={k: round(1000 * v / n, 1) for k, v in cpu.items()},
         invariant_violations=violations,
         floor={k: round(v, 3) for k, v in timeout_floor(policy).items()},
     )
@@ -208,6 +218,7 @@ def render(report: Report, budget: float) -> str:
         "attempt failures / timeouts per step: "
         + ", ".join(f"{s} {v['failures']}/{v['timeouts']}" for s, v in report.steps.items()),
         "worker peak RSS: " + ", ".join(f"{k} {v} MB" for k, v in report.worker_peak_rss_mb.items()),
+        "CPU per order: " + ", ".join(f"{k} {v} ms" for k, v in report.cpu_ms_per_order.items()),
         "invariants: " + ("all hold" if not report.invariant_violations else f"{len(report.invariant_violations)} broken: "
                           + "; ".join(report.invariant_violations[:5])),
     ]
@@ -241,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-results", help="where the JSON, PNG and databases go")
     parser.add_argument("--budget", type=float, default=15.0)
     parser.add_argument("--attempt-timeout", type=float, default=StepPolicy.attempt_timeout_seconds)
+    parser.add_argument("--attempts-per-task", type=int, default=StepPolicy.attempts_per_task,
+                        help="failed attempts of a step retried in one workflow task before a 1 ms pause")
     parser.add_argument("--baseline", action="store_true",
                         help="also run a typical policy (regular activities, 2 s timeouts, 1 s backoff, default dev server)")
     parser.add_argument("--baseline-orders", type=int, default=100)
@@ -250,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--orders and --concurrency must be at least 1")
 
     out = Path(args.out)
-    policy = StepPolicy(attempt_timeout_seconds=args.attempt_timeout)
+    policy = StepPolicy(attempt_timeout_seconds=args.attempt_timeout, attempts_per_task=args.attempts_per_task)
     plans = [("orderflow", args.orders, policy, True)]
     if args.baseline:
         plans.append(("baseline", args.baseline_orders, StepPolicy.baseline(), False))

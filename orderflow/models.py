@@ -96,6 +96,7 @@ class StepPolicy:
     local_activities: bool = True
     attempt_timeout_seconds: float = 0.15
     retry_pause_seconds: float = 0.001
+    attempts_per_task: int = 3  # local activities: pause after every 3rd failed attempt of a step
     dispatch_attempts: int = 5
     shipping_attempts: int = 5
     refund_reserve_seconds: float = 3.0
@@ -225,6 +226,7 @@ class ProgressRecord:
     address: str | None = None
     shipment_no: int | None = None
     shipment_status: str | None = None  # "failed" or "cancelled": a shipment never dispatched
+    order: StepRequest | None = None  # with a terminal state: the row to create if ReceiveOrder never ran
 
 
 @dataclass

@@ -94,7 +94,7 @@ async def test_cancel_after_charge_refunds(stack, scripted):
 
 
 async def test_cancel_after_dispatch_is_rejected(stack, scripted):
-    scripted.set(MarkOrderShipped=[HANG] * 6)
+    scripted.set(MarkOrderShipped=[HANG] * 15)
     order_id, handle = await start(stack, "cancellate")
     assert await orders.approve_when_ready(handle)
     await wait_for(stack, order_id, lambda s: s.state == OrderState.DISPATCHED)

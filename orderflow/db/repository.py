@@ -81,11 +81,14 @@ class Repository:
         return cls(make_engine(url))
 
     # -- orders ---------------------------------------------------------------
-    def insert_order(self, order_id: str, payment_id: str, items: Iterable[Item], address: str) -> None:
+    def insert_order(
+        self, order_id: str, payment_id: str, items: Iterable[Item], address: str,
+        state: OrderState = OrderState.RECEIVED,
+    ) -> None:
         now = utcnow()
         row = dict(
             id=order_id,
-            state=OrderState.RECEIVED.value,
+            state=state.value,
             payment_id=payment_id,
             items_json=[{"sku": i.sku, "qty": i.qty} for i in items],
             address=address,
@@ -162,7 +165,8 @@ class Repository:
             amount=0, created_at=now, updated_at=now,
         )
         with self.engine.begin() as conn:
-            _insert_ignore(conn, payments, [tombstone])
+            # UPDATE before INSERT: taking the row's exclusive lock first keeps two concurrent
+            # refunds from deadlocking on MySQL (shared lock from INSERT IGNORE, then upgrade).
             conn.execute(
                 sa.update(payments)
                 .where(
@@ -172,6 +176,7 @@ class Repository:
                 )
                 .values(status=PaymentState.REFUNDED.value, updated_at=now)
             )
+            _insert_ignore(conn, payments, [tombstone])
             stored = conn.execute(
                 sa.select(payments).where(payments.c.payment_id == payment_id)
             ).mappings().one()

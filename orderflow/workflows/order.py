@@ -72,8 +72,7 @@ class OrderWorkflow:
         except asyncio.CancelledError:
             # A cancellation through Temporal (client cancel(), Web UI) becomes a CancelOrder:
             # the shielded lifecycle sees the flag at its next checkpoint and compensates.
-            refusal = self._cancel_refusal()
-            self._record("TemporalCancel", False, refusal) if refusal else self._cancel("cancelled through Temporal")
+            self.cancel_signal("cancelled through Temporal")
             await lifecycle
             if self.state == OrderState.CANCELLED:
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -205,7 +204,7 @@ class OrderWorkflow:
         self.state = OrderState.DISPATCHED
         self.shipping = f"shipment {result.shipment_no}: dispatched"
         if result.address != self.address:
-            self.runner.event("address_update_too_late", "shipping", detail_used=result.address, requested=self.address)
+            self.runner.event("address_update_too_late", "shipping", used=result.address, requested=self.address)
             self.address = result.address
         if self.cancel_requested:
             self.cancel_requested = False
@@ -242,7 +241,7 @@ class OrderWorkflow:
         self.runner.current_step = "done"
         elapsed = (workflow.now() - self.started).total_seconds()
         self.runner.event(f"order_{state.value}", reason=reason, payment=self.payment.value, elapsed_seconds=elapsed)
-        await self.runner.flush(state, reason)
+        await self.runner.flush(state, reason, order=self._request(0))
 
     # -- signals, updates and the query -------------------------------------------------
     def _record(self, name: str, accepted: bool, detail: str) -> None:
@@ -298,12 +297,18 @@ class OrderWorkflow:
     @workflow.signal(name=Signal.APPROVE)
     def approve_signal(self) -> None:
         refusal = self._approve_refusal()
-        self._record(Signal.APPROVE, False, refusal) if refusal else self._approve()
+        if refusal:
+            self._record(Signal.APPROVE, False, refusal)
+        else:
+            self._approve()
 
     @workflow.signal(name=Signal.CANCEL)
     def cancel_signal(self, reason: str = "") -> None:
         refusal = self._cancel_refusal()
-        self._record(Signal.CANCEL, False, refusal) if refusal else self._cancel(reason)
+        if refusal:
+            self._record(Signal.CANCEL, False, refusal)
+        else:
+            self._cancel(reason)
 
     @workflow.signal(name=Signal.UPDATE_ADDRESS)
     async def update_address_signal(self, new_address: str) -> None:

@@ -140,10 +140,11 @@ class StepRunner:
                     kind = "attempt_failed"
                 self._error(message)
                 self.event(kind, step, attempt, error=message)
-                if kind == "attempt_timed_out" or not self.policy.local_activities:
-                    # A failed local activity retries at once, in the same workflow task.
-                    # After a timeout a short timer ends the task, so queued signals and
-                    # queries get in. Regular activities pause every time (their backoff).
+                if not self.policy.local_activities or attempt % self.policy.attempts_per_task == 0:
+                    # Local activities retry inside the same workflow task, which holds back
+                    # signals, updates and queries until it ends; every few failed attempts a
+                    # 1 ms timer ends it so they get in. Regular activities pause every time
+                    # (that is their backoff).
                     await self._pause(stop)
                 continue
             stats.state = "done"

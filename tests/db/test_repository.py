@@ -92,3 +92,10 @@ def test_events_are_appended_once_per_key(repo):
     events = repo.order_view(order_id)["events"]
     assert [e["payload_json"] for e in events] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert events[0]["ts"].microsecond == 123456
+
+
+def test_an_order_that_ends_before_it_was_received_still_gets_its_row(repo):
+    order_id = f"o-{uuid.uuid4().hex[:10]}"
+    repo.insert_order(order_id, "p", [Item("ABC")], "", OrderState.FAILED)
+    repo.insert_order(order_id, "p", [Item("ABC")], "", OrderState.RECEIVED)  # a late ReceiveOrder: ignored
+    assert repo.get_order(order_id)["state"] == "failed"
