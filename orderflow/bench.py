@@ -30,7 +30,7 @@ from orderflow import client as orders
 from orderflow.config import Settings
 from orderflow.db import migrate
 from orderflow.db.repository import Repository
-from orderflow.devstack import DevServer, free_port
+from orderflow.devstack import DevServer, free_port, spawn_orderflow
 from orderflow.models import StepPolicy
 
 FLAKY_STEPS = ("receive", "validate", "charge", "prepare", "dispatch", "mark_shipped")
@@ -104,11 +104,6 @@ def timeout_floor(policy: StepPolicy, samples: int = 20_000, seed: int = 7) -> d
     return {"mean": statistics.fmean(totals), "p50": percentile(totals, 0.5), "p99": percentile(totals, 0.99)}
 
 
-def _spawn_worker(kind: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "orderflow.cli", "worker", kind], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def _cpu_seconds(pid: int) -> float:
     times = psutil.Process(pid).cpu_times()
     return times.user + times.system
@@ -132,14 +127,9 @@ async def run(label: str, n: int, concurrency: int, policy: StepPolicy, fast_tim
     migrate.upgrade(db_url)
     server = DevServer(port=free_port(), ui_port=None, fast_timers=fast_timers).start()
     suffix = uuid.uuid4().hex[:6]
-    settings = Settings(temporal_address=server.address, db_url=db_url,
+    settings = Settings(temporal_address=server.address, db_url=db_url, log_level="WARNING",
                         orders_task_queue=f"orders-tq-{suffix}", shipping_task_queue=f"shipping-tq-{suffix}")
-    env = os.environ | {
-        "TEMPORAL_ADDRESS": settings.temporal_address, "ORDERFLOW_DB_URL": db_url, "ORDERFLOW_LOG_LEVEL": "WARNING",
-        "ORDERFLOW_ORDERS_TASK_QUEUE": settings.orders_task_queue,
-        "ORDERFLOW_SHIPPING_TASK_QUEUE": settings.shipping_task_queue,
-    }
-    procs = {"orders worker": _spawn_worker("orders", env), "shipping worker": _spawn_worker("shipping", env)}
+    procs = {f"{kind} worker": spawn_orderflow("worker", kind, settings=settings) for kind in ("orders", "shipping")}
     peaks: dict[str, float] = {}
     stop = asyncio.Event()
     try:

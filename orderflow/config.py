@@ -25,6 +25,20 @@ class Settings:
     api_token: str | None = None
     log_level: str = "INFO"
 
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that make another process's from_env() equal this."""
+        env = {
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "TEMPORAL_NAMESPACE": self.namespace,
+            "ORDERFLOW_DB_URL": self.db_url,
+            "ORDERFLOW_ORDERS_TASK_QUEUE": self.orders_task_queue,
+            "ORDERFLOW_SHIPPING_TASK_QUEUE": self.shipping_task_queue,
+            "ORDERFLOW_LOG_LEVEL": self.log_level,
+        }
+        if self.api_token:
+            env["ORDERFLOW_API_TOKEN"] = self.api_token
+        return env
+
     @classmethod
     def from_env(cls) -> "Settings":
         env = os.environ

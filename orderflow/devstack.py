@@ -6,13 +6,19 @@ No Docker and no download: ``temporal`` is on PATH once the requirements are ins
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from orderflow.config import Settings
 
 # Without this, the dev server waits about a second before every activity retry and timer
 # (measured; see README "Meeting 15 seconds"). 1 ms lets short timers fire on time.
@@ -21,6 +27,25 @@ FAST_TIMERS = ("--dynamic-config-value", 'history.timerProcessorMaxTimeShift="1m
 
 class DevServerError(RuntimeError):
     pass
+
+
+def die_with_parent() -> None:
+    """Child-process hook (Linux): end this process when its parent dies, even by SIGKILL.
+
+    Without it a dev server or worker started by a killed benchmark or kernel lives on.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def spawn_orderflow(*args: str, settings: "Settings") -> subprocess.Popen:
+    """Run ``orderflow ARGS`` (a worker, the API) in a child process configured by ``settings``."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "orderflow.cli", *args], env=os.environ | settings.to_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
+    )
 
 
 def temporal_cli() -> str:
@@ -80,8 +105,9 @@ class DevServer:
         if self.log_file:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        # Its own session keeps a terminal's Ctrl-C from killing it before stop() runs.
         self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+                                        start_new_session=True, preexec_fn=die_with_parent)
         end = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.port):
             if self.process.poll() is not None:

@@ -11,7 +11,6 @@ import asyncio
 import html
 import os
 import subprocess
-import sys
 from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 
@@ -25,7 +24,7 @@ from orderflow import client as orders
 from orderflow.config import DEFAULT_STATE_DIR, Settings
 from orderflow.db import migrate
 from orderflow.db.repository import Repository
-from orderflow.devstack import DevServer, free_port, port_open
+from orderflow.devstack import DevServer, free_port, port_open, spawn_orderflow
 from orderflow.models import OrderResult, OrderStatus
 from orderflow.worker import build_workers
 
@@ -93,18 +92,8 @@ class KernelStack:
 
     def spawn_workers(self, kind: str, count: int) -> list[subprocess.Popen]:
         """Start ``count`` more worker processes (``orderflow worker KIND``) sharing the queue."""
-        env = os.environ | {
-            "TEMPORAL_ADDRESS": self.settings.temporal_address,
-            "ORDERFLOW_DB_URL": self.settings.db_url,
-            "ORDERFLOW_ORDERS_TASK_QUEUE": self.settings.orders_task_queue,
-            "ORDERFLOW_SHIPPING_TASK_QUEUE": self.settings.shipping_task_queue,
-            "ORDERFLOW_LOG_LEVEL": "WARNING",
-        }
-        started = [
-            subprocess.Popen([sys.executable, "-m", "orderflow.cli", "worker", kind], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for _ in range(count)
-        ]
+        quiet = replace(self.settings, log_level="WARNING")
+        started = [spawn_orderflow("worker", kind, settings=quiet) for _ in range(count)]
         self.processes += started
         return started
 

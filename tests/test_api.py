@@ -3,27 +3,21 @@ against the session's dev server, exactly as they run in production."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from orderflow.config import Settings
 from orderflow.db import migrate
-from orderflow.devstack import free_port
+from orderflow.devstack import free_port, spawn_orderflow
 
 TOKEN = "s3cret-token"
-
-
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "orderflow.cli", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def wait_healthy(base: str, timeout: float = 30.0) -> None:
@@ -39,24 +33,20 @@ def wait_healthy(base: str, timeout: float = 30.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def api_env(dev_server, tmp_path_factory) -> dict[str, str]:
+def api_settings(dev_server, tmp_path_factory) -> Settings:
     db_url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'api.db'}"
     migrate.upgrade(db_url)
-    return os.environ | {
-        "TEMPORAL_ADDRESS": dev_server.address,
-        "ORDERFLOW_DB_URL": db_url,
-        "ORDERFLOW_ORDERS_TASK_QUEUE": "orders-tq-api",
-        "ORDERFLOW_SHIPPING_TASK_QUEUE": "shipping-tq-api",
-        "ORDERFLOW_LOG_LEVEL": "WARNING",
-    }
+    return Settings(temporal_address=dev_server.address, db_url=db_url, log_level="WARNING",
+                    orders_task_queue="orders-tq-api", shipping_task_queue="shipping-tq-api")
 
 
 @pytest.fixture(scope="session")
-def api(api_env) -> Iterator[str]:
+def api(api_settings) -> Iterator[str]:
     """Base URL of an API with its workers, no token."""
     port = free_port()
-    procs = [spawn(["worker", "orders"], api_env), spawn(["worker", "shipping"], api_env),
-             spawn(["api", "--port", str(port)], api_env)]
+    procs = [spawn_orderflow("worker", "orders", settings=api_settings),
+             spawn_orderflow("worker", "shipping", settings=api_settings),
+             spawn_orderflow("api", "--port", str(port), settings=api_settings)]
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base)
@@ -69,10 +59,10 @@ def api(api_env) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def secured_api(api_env, api) -> Iterator[str]:
+def secured_api(api_settings, api) -> Iterator[str]:
     """A second API process with ORDERFLOW_API_TOKEN set (the first one's workers serve it)."""
     port = free_port()
-    proc = spawn(["api", "--port", str(port)], api_env | {"ORDERFLOW_API_TOKEN": TOKEN})
+    proc = spawn_orderflow("api", "--port", str(port), settings=replace(api_settings, api_token=TOKEN))
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base)

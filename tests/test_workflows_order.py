@@ -79,11 +79,17 @@ async def test_cancel_during_review(stack, scripted):
     assert db_view(stack, order_id)["payments"] == []
 
 
-async def test_cancel_after_charge_refunds(stack, scripted):
-    scripted.set(PreparePackage=[HANG] * 8)  # keeps the order in shipping for about a second
-    order_id, handle = await start(stack, "cancelpaid")
+async def start_charged(stack, scripted, prefix: str):
+    """An order that has been charged and is held in shipping for about a second."""
+    scripted.set(PreparePackage=[HANG] * 8)
+    order_id, handle = await start(stack, prefix)
     assert await orders.approve_when_ready(handle)
     await wait_for(stack, order_id, lambda s: s.payment == PaymentState.CHARGED)
+    return order_id, handle
+
+
+async def test_cancel_after_charge_refunds(stack, scripted):
+    order_id, handle = await start_charged(stack, scripted, "cancelpaid")
     await orders.cancel(stack.client, order_id)
     result = await handle.result()
     assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.REFUNDED)
@@ -152,10 +158,7 @@ async def test_shipping_exhausted_refunds_and_fails(stack, scripted):
 
 
 async def test_temporal_cancellation_compensates(stack, scripted):
-    scripted.set(PreparePackage=[HANG] * 8)
-    order_id, handle = await start(stack, "tcancel")
-    assert await orders.approve_when_ready(handle)
-    await wait_for(stack, order_id, lambda s: s.payment == PaymentState.CHARGED)
+    order_id, handle = await start_charged(stack, scripted, "tcancel")
     await handle.cancel()
     with pytest.raises(WorkflowFailureError) as err:
         await handle.result()

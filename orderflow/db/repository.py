@@ -66,6 +66,12 @@ def _insert_ignore(conn: Connection, table: sa.Table, rows: Sequence[dict[str, A
     conn.execute(insert(table).on_conflict_do_nothing(), list(rows))
 
 
+def _payment_row(payment_id: str, order_id: str, status: PaymentState, amount: int) -> dict[str, Any]:
+    now = utcnow()
+    return dict(payment_id=payment_id, order_id=order_id, status=status.value, amount=amount,
+                created_at=now, updated_at=now)
+
+
 def _states_before(state: OrderState) -> list[str]:
     if state in TERMINAL_STATES:
         return [s.value for s in LIFECYCLE if s not in TERMINAL_STATES]
@@ -137,13 +143,8 @@ class Repository:
     # -- payments -------------------------------------------------------------
     def charge_payment(self, payment_id: str, order_id: str, amount: int) -> int:
         """Charge once per payment id; a repeat of the same charge returns the first amount."""
-        now = utcnow()
-        row = dict(
-            payment_id=payment_id, order_id=order_id, status=PaymentState.CHARGED.value,
-            amount=amount, created_at=now, updated_at=now,
-        )
         with self.engine.begin() as conn:
-            _insert_ignore(conn, payments, [row])
+            _insert_ignore(conn, payments, [_payment_row(payment_id, order_id, PaymentState.CHARGED, amount)])
             stored = conn.execute(
                 sa.select(payments).where(payments.c.payment_id == payment_id)
             ).mappings().one()
@@ -159,11 +160,7 @@ class Repository:
 
         The void row makes a charge attempt that is still in flight a no-op.
         """
-        now = utcnow()
-        tombstone = dict(
-            payment_id=payment_id, order_id=order_id, status=PaymentState.VOIDED.value,
-            amount=0, created_at=now, updated_at=now,
-        )
+        tombstone = _payment_row(payment_id, order_id, PaymentState.VOIDED, 0)
         with self.engine.begin() as conn:
             # UPDATE before INSERT: taking the row's exclusive lock first keeps two concurrent
             # refunds from deadlocking on MySQL (shared lock from INSERT IGNORE, then upgrade).
@@ -174,7 +171,7 @@ class Repository:
                     payments.c.order_id == order_id,
                     payments.c.status == PaymentState.CHARGED.value,
                 )
-                .values(status=PaymentState.REFUNDED.value, updated_at=now)
+                .values(status=PaymentState.REFUNDED.value, updated_at=utcnow())
             )
             _insert_ignore(conn, payments, [tombstone])
             stored = conn.execute(
@@ -195,20 +192,15 @@ class Repository:
             _insert_ignore(conn, shipments, [row])
 
     def dispatch_shipment(self, order_id: str, shipment_no: int, address: str) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(shipments)
-                .where(
-                    shipments.c.order_id == order_id,
-                    shipments.c.shipment_no == shipment_no,
-                    shipments.c.status == "prepared",
-                )
-                .values(status="dispatched", address=address, updated_at=utcnow())
-            )
+        self._leave_prepared(order_id, shipment_no, status="dispatched", address=address)
         self.advance_state(order_id, OrderState.DISPATCHED)
 
     def close_shipment(self, order_id: str, shipment_no: int, status: str) -> None:
         """Mark a shipment that will not be dispatched (failed or cancelled)."""
+        self._leave_prepared(order_id, shipment_no, status=status)
+
+    def _leave_prepared(self, order_id: str, shipment_no: int, **values: Any) -> None:
+        """Move a prepared shipment on; one that already moved on stays as it is."""
         with self.engine.begin() as conn:
             conn.execute(
                 sa.update(shipments)
@@ -217,7 +209,7 @@ class Repository:
                     shipments.c.shipment_no == shipment_no,
                     shipments.c.status == "prepared",
                 )
-                .values(status=status, updated_at=utcnow())
+                .values(**values, updated_at=utcnow())
             )
 
     # -- audit events ---------------------------------------------------------
