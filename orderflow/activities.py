@@ -19,7 +19,7 @@ from temporalio.exceptions import ApplicationError
 from orderflow import stubs
 from orderflow.db.repository import Repository
 from orderflow.errors import CarrierRejected, PaymentClosed, PaymentConflict
-from orderflow.models import Activity, PaymentState, ProgressRecord, ShipmentRequest, StepRequest
+from orderflow.models import Activity, PaymentState, ProgressRecord, SettleRequest, ShipmentRequest, StepRequest
 
 NON_RETRYABLE = (ValueError, PaymentConflict, PaymentClosed, CarrierRejected)
 
@@ -84,6 +84,12 @@ class ShippingActivities:
             return await stubs.carrier_dispatched(_order(req), self.db, req.shipment_no, req.address)
 
 
+    @activity.defn(name=Activity.SETTLE_SHIPMENT)
+    async def settle_shipment(self, req: SettleRequest) -> str:
+        """Bookkeeping, not a carrier call: never flaky."""
+        return await asyncio.to_thread(self.db.settle_shipment, req.order_id, req.shipment_no, req.status)
+
+
 class ProgressActivities:
     """Bookkeeping the workflows ask for: audit events and state, never flaky."""
 
@@ -97,8 +103,6 @@ class ProgressActivities:
     def _write(self, rec: ProgressRecord) -> None:
         if rec.address is not None:
             self.db.update_address(rec.order_id, rec.address)
-        if rec.shipment_no is not None and rec.shipment_status is not None:
-            self.db.close_shipment(rec.order_id, rec.shipment_no, rec.shipment_status)
         if rec.order is not None:  # an order that ends before ReceiveOrder succeeded is not lost
             self.db.insert_order(rec.order_id, rec.order.payment_id, rec.order.items, rec.order.address, rec.state)
         if rec.state is not None:
@@ -114,5 +118,5 @@ def all_activities(db: Repository) -> tuple[list, list]:
     return (
         [orders.receive_order, orders.validate_order, orders.charge_payment, orders.refund_payment,
          orders.mark_shipped, progress.record_progress],
-        [shipping.prepare_package, shipping.dispatch_carrier, progress.record_progress],
+        [shipping.prepare_package, shipping.dispatch_carrier, shipping.settle_shipment, progress.record_progress],
     )

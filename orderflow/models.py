@@ -53,6 +53,7 @@ class Activity:
     MARK_SHIPPED = "MarkOrderShipped"
     PREPARE_PACKAGE = "PreparePackage"
     DISPATCH_CARRIER = "DispatchCarrier"
+    SETTLE_SHIPMENT = "SettleShipment"
     RECORD_PROGRESS = "RecordProgress"
 
 
@@ -203,6 +204,15 @@ class ShipmentRequest:
 
 
 @dataclass
+class SettleRequest:
+    """Close a shipment as ``status`` ("failed" or "cancelled") unless it was dispatched."""
+
+    order_id: str
+    shipment_no: int
+    status: str
+
+
+@dataclass
 class AuditEvent:
     """One row of the append-only events table; ``key`` makes the insert idempotent."""
 
@@ -224,8 +234,6 @@ class ProgressRecord:
     state: OrderState | None = None
     reason: str | None = None
     address: str | None = None
-    shipment_no: int | None = None
-    shipment_status: str | None = None  # "failed" or "cancelled": a shipment never dispatched
     order: StepRequest | None = None  # with a terminal state: the row to create if ReceiveOrder never ran
 
 

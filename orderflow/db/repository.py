@@ -192,17 +192,29 @@ class Repository:
             _insert_ignore(conn, shipments, [row])
 
     def dispatch_shipment(self, order_id: str, shipment_no: int, address: str) -> None:
-        self._leave_prepared(order_id, shipment_no, status="dispatched", address=address)
-        self.advance_state(order_id, OrderState.DISPATCHED)
+        if self._leave_prepared(order_id, shipment_no, status="dispatched", address=address):
+            self.advance_state(order_id, OrderState.DISPATCHED)
 
-    def close_shipment(self, order_id: str, shipment_no: int, status: str) -> None:
-        """Mark a shipment that will not be dispatched (failed or cancelled)."""
+    def settle_shipment(self, order_id: str, shipment_no: int, status: str) -> str:
+        """Close a shipment the workflow gave up on, and return what it finally is.
+
+        A dispatch attempt that timed out may still have written ``dispatched``; then that is
+        the answer, and the caller must treat the parcel as sent. After this call no late
+        write can change the shipment any more (late writes only move ``prepared`` rows).
+        """
         self._leave_prepared(order_id, shipment_no, status=status)
+        with self.engine.connect() as conn:
+            final = conn.execute(
+                sa.select(shipments.c.status).where(
+                    shipments.c.order_id == order_id, shipments.c.shipment_no == shipment_no
+                )
+            ).scalar_one_or_none()
+        return final or status  # no row: PreparePackage never got through; nothing was sent
 
-    def _leave_prepared(self, order_id: str, shipment_no: int, **values: Any) -> None:
+    def _leave_prepared(self, order_id: str, shipment_no: int, **values: Any) -> bool:
         """Move a prepared shipment on; one that already moved on stays as it is."""
         with self.engine.begin() as conn:
-            conn.execute(
+            result = conn.execute(
                 sa.update(shipments)
                 .where(
                     shipments.c.order_id == order_id,
@@ -211,6 +223,7 @@ class Repository:
                 )
                 .values(**values, updated_at=utcnow())
             )
+        return result.rowcount > 0
 
     # -- audit events ---------------------------------------------------------
     def append_events(self, batch: Sequence[AuditEvent]) -> None:

@@ -13,6 +13,7 @@ from temporalio import workflow
 
 from orderflow.models import (
     Activity,
+    SettleRequest,
     ShipmentRequest,
     ShippingRequest,
     ShippingResult,
@@ -40,18 +41,28 @@ class ShippingWorkflow:
                 deadline=deadline, max_attempts=req.policy.dispatch_attempts,
             )
         except StepError as err:
-            await self.runner.flush(shipment_no=req.shipment_no, shipment_status="failed")
-            parent = workflow.get_external_workflow_handle(req.parent_workflow_id)
-            await parent.signal(Signal.DISPATCH_FAILED, err.reason)
-            return self._result(dispatched=False, reason=err.reason)
+            if await self._settle("failed") != "dispatched":
+                await self.runner.flush()
+                parent = workflow.get_external_workflow_handle(req.parent_workflow_id)
+                await parent.signal(Signal.DISPATCH_FAILED, err.reason)
+                return self._result(dispatched=False, reason=err.reason)
+            self.runner.event("late_dispatch_found", "dispatch", req.shipment_no)
         except asyncio.CancelledError:
-            self.runner.event("shipment_cancelled", "shipping", req.shipment_no)
-            await self.runner.flush(shipment_no=req.shipment_no, shipment_status="cancelled")
-            raise
+            if await self._settle("cancelled") != "dispatched":
+                self.runner.event("shipment_cancelled", "shipping", req.shipment_no)
+                await self.runner.flush()
+                raise
+            self.runner.event("late_dispatch_found", "dispatch", req.shipment_no)  # too late to cancel
         self.dispatched = True
         self.runner.event("dispatched", "dispatch", req.shipment_no, address=self.address)
         await self.runner.flush()
         return self._result(dispatched=True, reason=None)
+
+    async def _settle(self, status: str) -> str:
+        """Close the shipment unless an attempt that timed out did dispatch it after all."""
+        return await self.runner.bookkeeping(
+            Activity.SETTLE_SHIPMENT, SettleRequest(self.req.order_id, self.req.shipment_no, status), str
+        )
 
     def _request(self, attempt: int) -> ShipmentRequest:
         return ShipmentRequest(

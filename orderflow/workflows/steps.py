@@ -79,9 +79,11 @@ class StepRunner:
         """Write queued events (and a new state, address or shipment status) to the database."""
         record = ProgressRecord(order_id=self.order_id, events=self._outbox, state=state, reason=reason, **extra)
         self._outbox = []
-        await self._execute(
-            Activity.RECORD_PROGRESS, record, None, timedelta(seconds=5), BOOKKEEPING_RETRY
-        )
+        await self.bookkeeping(Activity.RECORD_PROGRESS, record)
+
+    async def bookkeeping(self, activity_name: str, arg: Any, result_type: type | None = None) -> Any:
+        """Run a database-only activity (no flaky call) until it succeeds."""
+        return await self._execute(activity_name, arg, result_type, timedelta(seconds=5), BOOKKEEPING_RETRY)
 
     # -- running steps ----------------------------------------------------------------
     async def run(

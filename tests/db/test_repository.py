@@ -74,7 +74,7 @@ def test_shipments_are_idempotent(repo):
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda _: repo.prepare_shipment(order_id, 1, "a"), range(8)))
         list(pool.map(lambda _: repo.dispatch_shipment(order_id, 1, "b"), range(8)))
-    repo.close_shipment(order_id, 1, "failed")  # a dispatched shipment stays dispatched
+    assert repo.settle_shipment(order_id, 1, "failed") == "dispatched"  # a dispatched shipment stays so
     ships = repo.order_view(order_id)["shipments"]
     assert [(s["shipment_no"], s["status"], s["address"]) for s in ships] == [(1, "dispatched", "b")]
     assert repo.get_order(order_id)["state"] == "dispatched"
@@ -99,3 +99,17 @@ def test_an_order_that_ends_before_it_was_received_still_gets_its_row(repo):
     repo.insert_order(order_id, "p", [Item("ABC")], "", OrderState.FAILED)
     repo.insert_order(order_id, "p", [Item("ABC")], "", OrderState.RECEIVED)  # a late ReceiveOrder: ignored
     assert repo.get_order(order_id)["state"] == "failed"
+
+
+def test_settling_a_shipment_fences_off_a_late_dispatch(repo):
+    """A dispatch attempt that timed out may write after the workflow gave up: settle decides."""
+    order_id, _ = fresh_order(repo, OrderState.SHIPPING)
+    repo.prepare_shipment(order_id, 1, "a")
+    assert repo.settle_shipment(order_id, 1, "failed") == "failed"
+    repo.dispatch_shipment(order_id, 1, "a")  # the late write finds nothing to move
+    assert [s["status"] for s in repo.order_view(order_id)["shipments"]] == ["failed"]
+    assert repo.get_order(order_id)["state"] == "shipping"
+    repo.prepare_shipment(order_id, 2, "a")
+    repo.dispatch_shipment(order_id, 2, "a")  # this time the late write came first
+    assert repo.settle_shipment(order_id, 2, "cancelled") == "dispatched"
+    assert repo.settle_shipment(order_id, 3, "failed") == "failed"  # never prepared

@@ -1,0 +1,46 @@
+"""Durable execution: kill the orders worker (SIGKILL) in the middle of an order, start a new
+one, and the order finishes as if nothing happened: no lost step, no second charge."""
+
+import asyncio
+
+from orderflow import audit
+from orderflow import client as orders
+from orderflow.config import Settings
+from orderflow.db import migrate
+from orderflow.db.repository import Repository
+from orderflow.devstack import spawn_orderflow
+from orderflow.models import PaymentState
+from tests.conftest import new_id
+
+
+async def test_an_order_survives_its_worker_being_killed(client, dev_server, tmp_path):
+    settings = Settings(temporal_address=dev_server.address, db_url=f"sqlite:///{tmp_path / 'crash.db'}",
+                        log_level="WARNING", orders_task_queue="orders-tq-crash",
+                        shipping_task_queue="shipping-tq-crash")
+    migrate.upgrade(settings.db_url)
+    shipping = spawn_orderflow("worker", "shipping", settings=settings)
+    first = spawn_orderflow("worker", "orders", settings=settings)
+    second = None
+    try:
+        order_id = new_id("crash")
+        handle = await orders.start_order(client, orders.new_order(order_id, f"pay-{order_id}"), settings)
+        assert await orders.approve_when_ready(handle)
+        async with asyncio.timeout(15):
+            while (await orders.status(client, order_id)).payment != PaymentState.CHARGED:
+                await asyncio.sleep(0.02)
+        first.kill()  # no shutdown, no cleanup: the process just vanishes
+        first.wait()
+        second = spawn_orderflow("worker", "orders", settings=settings)
+        result = await asyncio.wait_for(handle.result(), 60)
+    finally:
+        for proc in (shipping, first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+    repo = Repository.from_url(settings.db_url)
+    try:
+        assert audit.check_invariants(repo, [order_id]) == []
+        assert repo.get_order(order_id)["state"] == result.state.value
+        assert len(repo.order_view(order_id)["payments"]) == 1
+    finally:
+        repo.engine.dispose()
