@@ -216,7 +216,7 @@ class OrderWorkflow:
         await self._finish(OrderState.SHIPPED, None)
 
     async def _abort(self, state: OrderState, reason: str) -> None:
-        """Compensate: stop shipping, refund whatever may have been charged, then end."""
+        """Compensate: refund whatever may have been charged (shipping has stopped), then end."""
         self.reason = reason
         if self.payment in (PaymentState.CHARGING, PaymentState.CHARGED, PaymentState.REFUNDING):
             self.payment = PaymentState.REFUNDING
