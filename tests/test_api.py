@@ -239,3 +239,16 @@ def test_no_generated_input_makes_the_api_fail(api):
 
         check()
     assert calls >= 300
+
+
+def test_an_unmigrated_database_is_a_503_not_a_500(tmp_path):
+    """A server-side misconfiguration gets a clear answer, not an internal error."""
+    from fastapi.testclient import TestClient
+
+    from orderflow.api import create_app
+
+    app = create_app(Settings(db_url=f"sqlite:///{tmp_path / 'empty.db'}"))
+    with TestClient(app) as http:
+        response = http.get("/orders/abc/state")
+        assert response.status_code == 503 and "orderflow db upgrade" in response.json()["error"]
+        assert http.get("/orders").status_code == 503
