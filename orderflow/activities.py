@@ -83,7 +83,6 @@ class ShippingActivities:
         with business_errors():
             return await stubs.carrier_dispatched(_order(req), self.db, req.shipment_no, req.address)
 
-
     @activity.defn(name=Activity.SETTLE_SHIPMENT)
     async def settle_shipment(self, req: SettleRequest) -> str:
         """Bookkeeping, not a carrier call: never flaky."""
@@ -103,7 +102,7 @@ class ProgressActivities:
     def _write(self, rec: ProgressRecord) -> None:
         if rec.address is not None:
             self.db.update_address(rec.order_id, rec.address)
-        if rec.order is not None:  # an order that ends before ReceiveOrder succeeded is not lost
+        if rec.order is not None and rec.state is not None:  # an order ending unreceived is not lost
             self.db.insert_order(rec.order_id, rec.order.payment_id, rec.order.items, rec.order.address, rec.state)
         if rec.state is not None:
             self.db.advance_state(rec.order_id, rec.state, rec.reason)

@@ -76,7 +76,7 @@ class StepRunner:
         workflow.logger.info(type, extra={"orderflow": fields})
 
     async def flush(self, state: OrderState | None = None, reason: str | None = None, **extra: Any) -> None:
-        """Write queued events (and a new state, address or shipment status) to the database."""
+        """Write queued events (and a new state, address or missing order row) to the database."""
         record = ProgressRecord(order_id=self.order_id, events=self._outbox, state=state, reason=reason, **extra)
         self._outbox = []
         await self.bookkeeping(Activity.RECORD_PROGRESS, record)
