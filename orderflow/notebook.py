@@ -800,23 +800,31 @@ def plot_durations(frame: pd.DataFrame, budget: float = 15.0):
 
 # -- committed notebooks stay clean -----------------------------------------------------------------
 
-def strip_notebook(path: Path) -> bool:
-    """Remove outputs, execution counts, widget state and per-cell run metadata; True if changed."""
+KEPT_CELL_METADATA = ("tags",)
+
+
+def stripped(text: str) -> str:
+    """A notebook's JSON without outputs, execution counts, saved widget state or per-cell run
+    metadata (JupyterLab's "scrolled", "collapsed", "execution" timings), in one canonical layout."""
     import json
 
-    raw = path.read_text()
-    nb = json.loads(raw)
+    nb = json.loads(text)
     nb.get("metadata", {}).pop("widgets", None)
     for cell in nb["cells"]:
-        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in ("tags",)}
+        cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in KEPT_CELL_METADATA}
         if cell["cell_type"] == "code":
             cell["outputs"] = []
             cell["execution_count"] = None
-    text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
-    if text != raw:
-        path.write_text(text)
-        return True
-    return False
+    return json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
+
+
+def strip_notebook(path: Path) -> bool:
+    """Rewrite ``path`` stripped; True if that changed it."""
+    raw = path.read_text()
+    clean = stripped(raw)
+    if clean != raw:
+        path.write_text(clean)
+    return clean != raw
 
 
 if __name__ == "__main__":  # python -m orderflow.notebook notebooks/*.ipynb

@@ -1,23 +1,125 @@
-"""The notebooks are committed clean and stay thin (nbmake executes them: `make test`)."""
+"""The notebooks are committed clean and stay thin; the kernel helpers behave (nbmake executes
+the notebooks themselves: `make test`; tests/test_browser.py clicks through two in Chromium)."""
 
+import asyncio
 import json
+import logging
+import re
+import sys
+import time
 from pathlib import Path
 
 import pytest
+from temporalio.exceptions import ApplicationError
+
+from orderflow.devstack import free_port
+from orderflow.errors import CarrierRejected
+from orderflow.notebook import FaultCounter, StackError, start_stack, stripped
 
 NOTEBOOKS = sorted(Path(__file__).parents[1].joinpath("notebooks").glob("*.ipynb"))
+IDS = [p.stem for p in NOTEBOOKS]
+STRIP = "python -m orderflow.notebook notebooks/*.ipynb"
+
+
+def code_cells(path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
 
 
 def test_all_seven_notebooks_exist():
     assert len(NOTEBOOKS) == 7
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook_is_stripped_and_thin(path):
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_committed_clean(path):
+    """No outputs, counts, saved widget state or run metadata, whatever a reader did before saving."""
+    text = path.read_text()
+    nb = json.loads(text)
+    assert "widgets" not in nb["metadata"], f"saved widget state: run `{STRIP}`"
+    for cell in nb["cells"]:
+        assert not cell.get("outputs") and cell.get("execution_count") is None, f"outputs: run `{STRIP}`"
+    assert text == stripped(text), f"not stripped: run `{STRIP}`"
+
+
+def test_strip_removes_what_jupyterlab_saves():
+    """The strip command the check names really cleans a notebook saved after a run."""
+    clean = NOTEBOOKS[0].read_text()
+    nb = json.loads(clean)
+    nb["metadata"]["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}, "version_major": 2}}
+    first_code = next(c for c in nb["cells"] if c["cell_type"] == "code")
+    first_code["outputs"] = [{"name": "stderr", "output_type": "stream", "text": ["Traceback ...\n"]}]
+    first_code["execution_count"] = 3
+    first_code["metadata"] = {"scrolled": True, "execution": {"iopub.status.idle": "2026-01-01T00:00:00Z"}}
+    dirty = json.dumps(nb, indent=1)
+    assert dirty != clean
+    assert stripped(dirty) == clean
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
+def test_notebook_is_thin_and_says_what_it_needs(path):
     cells = json.loads(path.read_text())["cells"]
-    code = [c for c in cells if c["cell_type"] == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
-    source = "\n".join("".join(c["source"]) for c in code)
-    assert "@workflow.defn" not in source and "@activity.defn" not in source, "define workflows in the package"
-    assert "await stack.stop()" in "".join(code[-1]["source"]), "the last cell stops what the notebook started"
-    assert any("assert" in "".join(c["source"]) for c in code), "a notebook ends by checking its results"
+    first = "".join(cells[0]["source"])
+    assert cells[0]["cell_type"] == "markdown" and "**Needs:**" in first and "**Takes:**" in first
+    code = code_cells(path)
+    source = "\n".join(code)
+    for defining in (r"^\s*def ", r"^\s*async def ", r"^\s*class ", r"\blambda\b", r"@workflow\.", r"@activity\."):
+        assert not re.search(defining, source, re.MULTILINE), f"define nothing in cells ({defining}): use the package"
+    assert "show_source(" in source, "show the package code the lesson is about"
+    assert "await stack.stop()" in code[-1], "the last cell stops what the notebook started"
+    assert any("assert" in c for c in code), "a notebook ends by checking its results"
+
+
+def test_every_console_button_is_pressed_by_some_notebook():
+    pressed = set()
+    for path in NOTEBOOKS:
+        pressed |= {m.group(1) for m in re.finditer(r"\.press\(\w+\.(start|approve|cancel|update_address)\)",
+                                                    "\n".join(code_cells(path)))}
+    assert pressed == {"start", "approve", "cancel", "update_address"}
+
+
+def _record(err: BaseException) -> logging.LogRecord:
+    try:
+        raise err
+    except BaseException:
+        return logging.LogRecord("temporalio.activity", logging.WARNING, __file__, 1,
+                                 "Completing activity as failed", None, sys.exc_info())
+
+
+def test_expected_faults_are_counted_and_real_errors_pass():
+    faults = FaultCounter()
+    business = ApplicationError("carrier says no", type="CarrierRejected", non_retryable=True)
+    business.__cause__ = CarrierRejected("carrier says no")
+    for expected in (RuntimeError("Forced failure for testing"), asyncio.CancelledError(), business):
+        assert faults.filter(_record(expected)) is False
+    for real in (RuntimeError("database is locked"), KeyError("x"),
+                 ApplicationError("bug", non_retryable=True)):
+        assert faults.filter(_record(real)) is True
+    plain = logging.LogRecord("temporalio.activity", logging.WARNING, __file__, 1, "something else", None, None)
+    assert faults.filter(plain) is True
+    assert dict(faults.counts) == {"failed": 1, "timed out": 1, "refused": 1}
+    assert "1 attempts failed" in faults.summary() and "carrier says no" in faults.summary()
+
+
+async def test_a_named_server_that_is_not_temporal_fails_at_once_naming_the_port():
+    async def not_temporal(reader, writer):
+        writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    port = free_port()
+    server = await asyncio.start_server(not_temporal, "127.0.0.1", port)
+    try:
+        began = time.monotonic()
+        with pytest.raises(StackError, match=f"port {port}"):
+            await start_stack(f"127.0.0.1:{port}")
+        assert time.monotonic() - began < 6
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_nothing_listening_fails_at_once_naming_the_port():
+    port = free_port()
+    began = time.monotonic()
+    with pytest.raises(StackError, match=f"port {port}"):
+        await start_stack(f"127.0.0.1:{port}")
+    assert time.monotonic() - began < 6
