@@ -1,0 +1,306 @@
+"""Notebooks 01 and 02 in JupyterLab, in headless Chromium, clicked the way a person clicks.
+
+JupyterLab runs on loopback with a token; Playwright drives Debian's ``chromium`` through
+``executable_path`` (no browser download). Each cell is run with Shift+Enter; the order
+console's buttons are clicked with the mouse, the address is typed into its field; the test
+waits for the status panel to say ``awaiting_review`` / ``shipped`` / ``cancelled``, then runs
+the cells that follow, which must carry on with the order the "person" started. It checks that
+DataFrames render as tables, plots as images, that no cell shows stderr (the workers' expected
+faults are counted, not printed) and, after the stop cell, that a new order id brings a new
+payment id and Start answers with a clear message. On failure a screenshot and the server log
+are saved under var/browser/ (after success too with ORDERFLOW_BROWSER_SCREENSHOTS=1).
+
+Needs: ``apt-get install chromium`` and the pinned ``playwright`` wheel (.ci/run installs both).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Locator, Page, async_playwright, expect
+
+from orderflow.devstack import die_with_parent, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "var" / "browser"
+NOTEBOOKS = ROOT / "notebooks"
+
+# JupyterLab settings for a test run: every cell in the DOM (no virtual scrolling), no news
+# toast, no autosave.
+LAB_SETTINGS = {
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {"fetchNews": "false", "checkForUpdates": False},
+    "@jupyterlab/docmanager-extension/plugin.jupyterlab-settings": {"autosave": False},
+}
+
+
+def chromium_path() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert found, "Debian's chromium is missing: apt-get install -y chromium (.ci/run does this)"
+    return found
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+    """JupyterLab on 127.0.0.1 serving copies of the notebooks; yields its URL with the token."""
+    home = tmp_path_factory.mktemp("lab")
+    work = home / "notebooks"
+    work.mkdir()
+    for path in NOTEBOOKS.glob("0[12]_*.ipynb"):
+        shutil.copy(path, work / path.name)
+    settings = home / "settings"
+    for name, values in LAB_SETTINGS.items():
+        target = settings / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(values))
+    port, token = free_port(), secrets.token_hex(16)
+    env = os.environ | {
+        "JUPYTERLAB_SETTINGS_DIR": str(settings),
+        "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+        "JUPYTER_CONFIG_DIR": str(home / "config"),
+        "JUPYTER_RUNTIME_DIR": str(home / "runtime"),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    env.pop("ORDERFLOW_NOTEBOOK_TEMPORAL", None)  # each kernel starts its own server
+    log = home / "jupyterlab.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         "--ServerApp.port_retries=0", "--allow-root", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}"],
+        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, f"JupyterLab exited:\n{log.read_text()[-3000:]}"
+            try:
+                if httpx.get(f"{base}/api/status", params={"token": token}, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, f"JupyterLab did not answer in 60 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.3)
+        yield f"{base}/lab/tree/{{name}}?reset&token={token}", log  # reset: no tabs restored from a previous test
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class LabNotebook:
+    """One notebook open in JupyterLab; runs its cells the way a person does."""
+
+    def __init__(self, page: Page):
+        self.page = page
+        self.cells = page.locator(".jp-Notebook .jp-Cell")
+
+    def code_cell(self, text: str) -> Locator:
+        return self.page.locator(".jp-Notebook .jp-CodeCell").filter(has_text=text).first
+
+    async def run_all(self, after: dict[str, Callable[[Locator], Awaitable[None]]]) -> None:
+        """Shift+Enter through every cell; after a code cell whose source starts with a key, call its action."""
+        count = await self.cells.count()
+        for i in range(count):
+            cell = self.cells.nth(i)
+            await cell.evaluate("e => e.scrollIntoView({block: 'center'})")
+            await cell.locator(".jp-InputPrompt").first.click()  # select it, as a person does
+            await self.page.keyboard.press("Shift+Enter")
+            if "jp-CodeCell" not in (await cell.get_attribute("class") or ""):
+                continue
+            prompt = cell.locator(".jp-InputArea-prompt").first
+            await expect(prompt).to_have_text(re.compile(r"\[\d+\]"), timeout=120_000)
+            errors = cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+            if await errors.count():
+                raise AssertionError(f"cell {i} shows stderr:\n{(await errors.first.inner_text())[:3000]}")
+            source = await cell.locator(".jp-InputArea-editor").inner_text()
+            for key, action in after.items():
+                if source.lstrip().startswith(key):
+                    await action(cell)
+
+
+def button(cell: Locator, name: str) -> Locator:
+    return cell.get_by_role("button", name=name, exact=True)
+
+
+def text_field(cell: Locator, label: str) -> Locator:
+    return cell.locator(".widget-text").filter(has=cell.page.locator("label", has_text=re.compile(f"^{label}$"))).locator("input")
+
+
+async def state_is(cell: Locator, state: str, timeout: float = 20_000) -> None:
+    await expect(cell.locator(".orderflow-state")).to_have_text(state, timeout=timeout)
+
+
+async def seconds_left(cell: Locator) -> float:
+    text = await cell.locator(".orderflow-status").inner_text()
+    found = re.search(r"([\d.]+) s left to approve", text)
+    assert found, f"no review countdown in the panel: {text}"
+    return float(found.group(1))
+
+
+async def console_buttons_disabled(cell: Locator, names: list[str]) -> None:
+    for name in names:
+        await expect(button(cell, name)).to_be_disabled()
+
+
+async def open_notebook(page: Page, url: str) -> LabNotebook:
+    await page.goto(url)
+    await expect(page.locator(".jp-Notebook .jp-Cell").first).to_be_visible(timeout=60_000)
+    # The kernel is up when the toolbar's indicator says idle.
+    await expect(page.locator(".jp-NotebookPanel-toolbar [data-status='idle']").first).to_be_attached(timeout=60_000)
+    return LabNotebook(page)
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=chromium_path(), headless=True,
+            args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
+        )
+        page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(30_000)
+        try:
+            yield page
+        finally:
+            await browser.close()
+
+
+async def keep_evidence(name: str, page: Page, log: Path) -> None:
+    """A full-page screenshot and the JupyterLab log, under var/browser/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(log, ARTIFACTS / f"{name}-jupyterlab.log")
+    try:
+        await page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
+    except Exception as err:  # noqa: BLE001 - the test's own failure is what gets reported
+        print(f"no screenshot: {err}")
+    print(f"screenshot and JupyterLab log: {ARTIFACTS}/{name}*")
+
+
+async def test_quickstart_clicked_in_chromium(lab, page):
+    url, log = lab
+    notebook = await open_notebook(page, url.format(name="01_quickstart.ipynb"))
+    seen: dict[str, str] = {}
+
+    async def person_runs_the_order(cell: Locator) -> None:
+        await expect(button(cell, "Start")).to_be_enabled()
+        await console_buttons_disabled(cell, ["Approve", "Cancel", "Update address"])  # nothing to act on yet
+        seen["order_id"] = await text_field(cell, "order id").input_value()
+        await button(cell, "Start").click()
+        await state_is(cell, "awaiting_review", 15_000)
+        first = await seconds_left(cell)
+        await page.wait_for_timeout(1200)
+        second = await seconds_left(cell)
+        assert 0 < second < first - 0.5, (first, second)  # a live countdown, not a frozen number
+        await expect(button(cell, "Approve")).to_be_enabled()
+        await button(cell, "Approve").click()
+        await state_is(cell, "shipped")
+        await expect(cell.locator(".orderflow-status")).not_to_contain_text("0.0 s left")
+        await expect(cell.locator(".orderflow-status")).to_contain_text("ended shipped")
+        replies = cell.locator(".orderflow-reply")
+        await expect(replies.filter(has_text=re.compile(r"^Start "))).to_contain_text("✓ started")
+        await expect(replies.filter(has_text=re.compile(r"^Approve "))).to_contain_text("✓ approved")
+        await console_buttons_disabled(cell, ["Start", "Approve", "Cancel", "Update address"])
+
+    async def cell_carried_on(cell: Locator) -> None:
+        output = cell.locator(".jp-OutputArea")
+        await expect(output).to_contain_text("Start: not pressed, the button is disabled")
+        await expect(output).to_contain_text("Approve: not pressed")
+        await expect(output).to_contain_text("shipped")
+
+    async def table(cell: Locator) -> None:
+        await expect(cell.locator(".jp-OutputArea table.dataframe").first).to_be_visible()
+        await expect(cell.locator(".jp-OutputArea")).to_contain_text(seen["order_id"])
+
+    async def image(cell: Locator) -> None:
+        await expect(cell.locator(".jp-OutputArea img").first).to_be_visible()
+
+    async def after_stop(_: Locator) -> None:
+        console = notebook.code_cell("console = OrderConsole(")
+        await console.evaluate("e => e.scrollIntoView({block: 'center'})")
+        await text_field(console, "order id").fill("after-stop-1")
+        await expect(text_field(console, "payment id")).to_have_value("pay-after-stop-1")  # new id, new payment id
+        await expect(button(console, "Start")).to_be_enabled()
+        await button(console, "Start").click()
+        await expect(console.locator(".orderflow-reply").last).to_contain_text("stack was stopped")
+
+    try:
+        await notebook.run_all({
+            "console = OrderConsole(": person_runs_the_order,
+            "console.renew_if_unshipped()": cell_carried_on,
+            "stack.payments(": table,
+            "plot_timeline(": image,
+            "await stack.stop()": after_stop,
+        })
+    except BaseException:
+        await keep_evidence("quickstart", page, log)
+        raise
+    if os.environ.get("ORDERFLOW_BROWSER_SCREENSHOTS"):
+        await keep_evidence("quickstart", page, log)
+
+
+async def test_signals_and_queries_clicked_in_chromium(lab, page):
+    url, log = lab
+    notebook = await open_notebook(page, url.format(name="02_signals_and_queries.ipynb"))
+
+    async def table(cell: Locator) -> None:
+        await expect(cell.locator(".jp-OutputArea table.dataframe").first).to_be_visible()
+
+    async def person_changes_the_address(cell: Locator) -> None:
+        await console_buttons_disabled(cell, ["Approve", "Cancel", "Update address"])
+        await button(cell, "Start").click()
+        await state_is(cell, "awaiting_review", 15_000)
+        await text_field(cell, "address").fill("31 Spooner Street")
+        await button(cell, "Update address").click()
+        await expect(cell.locator(".orderflow-reply").filter(has_text=re.compile(r"^Update address "))).to_contain_text("✓ address updated")
+        await expect(cell.locator(".orderflow-status")).to_contain_text("address: 31 Spooner Street")
+        await button(cell, "Approve").click()
+        await state_is(cell, "shipped")
+
+    async def address_cell_carried_on(cell: Locator) -> None:
+        output = cell.locator(".jp-OutputArea")
+        await expect(output).to_contain_text("Start: not pressed")
+        await expect(output.locator("table.dataframe")).to_contain_text("31 Spooner Street")
+
+    async def person_cancels(cell: Locator) -> None:
+        await button(cell, "Start").click()
+        await state_is(cell, "awaiting_review", 15_000)
+        await button(cell, "Approve").click()
+        await expect(cell.locator(".orderflow-status")).to_contain_text("payment charged", timeout=15_000)
+        await button(cell, "Cancel").click()
+        await state_is(cell, "cancelled")
+        await expect(cell.locator(".orderflow-status")).to_contain_text("ended cancelled")
+        await expect(cell.locator(".orderflow-reply").filter(has_text=re.compile(r"^Cancel "))).to_contain_text("✓")
+        await console_buttons_disabled(cell, ["Start", "Approve", "Cancel", "Update address"])
+
+    async def cancel_cell_carried_on(cell: Locator) -> None:
+        output = cell.locator(".jp-OutputArea")
+        await expect(output).to_contain_text("Cancel: not pressed")
+        await expect(output.locator("table.dataframe")).to_contain_text("refunded")
+
+    try:
+        await notebook.run_all({
+            'order_id = new_id("side-by-side")': table,
+            "mover = OrderConsole(": person_changes_the_address,
+            "mover.renew_if_unshipped()": address_cell_carried_on,
+            "canceller = OrderConsole(": person_cancels,
+            "await canceller.press(canceller.start)": cancel_cell_carried_on,
+        })
+    except BaseException:
+        await keep_evidence("signals", page, log)
+        raise
+    if os.environ.get("ORDERFLOW_BROWSER_SCREENSHOTS"):
+        await keep_evidence("signals", page, log)
