@@ -242,8 +242,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-results", help="where the JSON, PNG and databases go")
     parser.add_argument("--budget", type=float, default=15.0)
     parser.add_argument("--attempt-timeout", type=float, default=StepPolicy.attempt_timeout_seconds)
-    parser.add_argument("--attempts-per-task", type=int, default=StepPolicy.attempts_per_task,
-                        help="failed attempts of a step retried in one workflow task before a 1 ms pause")
     parser.add_argument("--baseline", action="store_true",
                         help="also run a typical policy (regular activities, 2 s timeouts, 1 s backoff, default dev server)")
     parser.add_argument("--baseline-orders", type=int, default=100)
@@ -253,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--orders and --concurrency must be at least 1")
 
     out = Path(args.out)
-    policy = StepPolicy(attempt_timeout_seconds=args.attempt_timeout, attempts_per_task=args.attempts_per_task)
+    policy = StepPolicy(attempt_timeout_seconds=args.attempt_timeout)
     plans = [("orderflow", args.orders, policy, True)]
     if args.baseline:
         plans.append(("baseline", args.baseline_orders, StepPolicy.baseline(), False))
