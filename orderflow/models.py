@@ -4,8 +4,8 @@ Workflow modules import this file inside the sandbox, so it must stay free of
 side effects and heavy imports.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: the data converter calls get_type_hints()
+# on every decode, and string annotations made it re-evaluate them each time (py-spy).
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -218,8 +218,7 @@ class StepRequest:
 
     ``step`` names the step inside its workflow; with the workflow's id and run id it is the
     step's idempotency key. ``state`` is the order state the step's success establishes
-    (persisted with its outcome). ``events`` are the workflow's audit events so far, written
-    with the step (the workflow decides, the step's transaction carries them).
+    (persisted with its outcome). The core retries the step with this same input.
     """
 
     order_id: str
@@ -230,7 +229,6 @@ class StepRequest:
     shipment_no: int = 0
     max_attempts: int = 0  # 0: until the schedule-to-close timeout
     state: OrderState | None = None
-    events: list[AuditEvent] = field(default_factory=list)
 
 
 @dataclass

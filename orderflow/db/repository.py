@@ -331,8 +331,7 @@ class Repository:
         return result.rowcount > 0
 
     # -- steps: one idempotency record per step execution key -------------------------
-    def begin_attempt(self, key: str, order_id: str, step: str,
-                      batch: Sequence[AuditEvent] = ()) -> tuple[int, StepRecord]:
+    def begin_attempt(self, key: str, order_id: str, step: str) -> tuple[int, StepRecord]:
         """Count a new attempt of step ``key``; returns (its number, the record).
 
         A step that already has an outcome is not counted: the caller answers with the
@@ -341,7 +340,6 @@ class Repository:
         """
         now = utcnow()
         with self.engine.begin() as conn:
-            _upsert(conn, events, [_event_row(e) for e in batch], "event_key")  # the workflow's, carried along
             _insert_ignore(conn, steps, [dict(step_key=key, order_id=order_id, step=step, status="running",
                                               attempts=0, failures=0, created_at=now, updated_at=now)])
             conn.execute(

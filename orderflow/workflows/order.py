@@ -83,6 +83,7 @@ class OrderWorkflow:
         self.work_deadline = self.deadline - timedelta(seconds=self.policy.refund_reserve_seconds)
         self.review_deadline: str | None = None
         self.audit_events = 0
+        self.closing = False
         self._child: workflow.ChildWorkflowHandle | None = None
 
     # -- the lifecycle ----------------------------------------------------------------
@@ -102,10 +103,10 @@ class OrderWorkflow:
                 self._request_cancel("cancelled through Temporal")
             await lifecycle
             if self.state == OrderState.CANCELLED:
-                await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._close()
                 raise
         timer.cancel()
-        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._close()
         return OrderResult(
             order_id=req.order_id,
             state=self.state,
@@ -303,6 +304,8 @@ class OrderWorkflow:
         self.trail.record("state_changed", state=state.value)
 
     async def _flush(self, **fields) -> None:
+        if self.closing:  # the final write carries everything from here on
+            return
         await self.steps.bookkeeping(
             ProgressActivities.record_progress, ProgressRecord(order_id=self.req.order_id, events=self.trail.take(),
                                                                **fields)
@@ -315,12 +318,19 @@ class OrderWorkflow:
         elapsed = (workflow.now() - self.started).total_seconds()
         self.trail.record(f"order_{state.value}", reason=reason, payment=self.payment.value, elapsed_seconds=elapsed,
                           address=self.address)
+
+    async def _close(self) -> None:
+        """The final write, once every handler has finished: the order's row, and its workflow
+        events exactly as this run recorded them. It is the run's last database write; a signal
+        that arrives while it runs makes the server refuse the completion, and the re-run of this
+        task writes again, with that signal's event in the list."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self.closing = True
         self.trail.take()
-        # The final write: the order's row, and its workflow events exactly as committed.
         self.audit_events = await self.steps.bookkeeping(
             ProgressActivities.record_progress,
-            ProgressRecord(order_id=self.req.order_id, events=list(self.trail.events), state=state, reason=reason,
-                           address=self.address, order=self._request("finish"), complete=True,
+            ProgressRecord(order_id=self.req.order_id, events=list(self.trail.events), state=self.state,
+                           reason=self.reason, address=self.address, order=self._request("finish"), complete=True,
                            workflow_prefix=self.trail.prefix),
         )
 

@@ -27,7 +27,7 @@ class ShippingWorkflow:
         self.req = req
         self.address = req.address
         self.dispatched = False
-        self.trail = AuditTrail(req.order_id, carried=False)  # they reach the trail via the parent
+        self.trail = AuditTrail(req.order_id)  # its events reach the database through the parent
         self.steps = StepRunner(req.policy, self.trail)
 
     @workflow.run

@@ -64,14 +64,13 @@ class StepInterrupted(StepError):
 class AuditTrail:
     """The workflow's own audit events: what it decided, in order, keyed by sequence number.
 
-    Events are written by the next activity the workflow runs (``take()``) and the whole
-    trail once more by the order's final write, which also removes any event a discarded
-    workflow task wrote and the committed run did not repeat.
+    Written when the order awaits review (``take()``) and, whole, by the order's final write,
+    which also removes any event a discarded workflow task wrote and the committed run did not
+    repeat. (The attempts of each step are written live by the activities themselves.)
     """
 
-    def __init__(self, order_id: str, carried: bool = True):
+    def __init__(self, order_id: str):
         self.order_id = order_id
-        self.carried = carried  # False: the events reach the database another way (a child's result)
         self.events: list[AuditEvent] = []
         self._unsent = 0
         info = workflow.info()
@@ -95,7 +94,7 @@ class AuditTrail:
     def take(self) -> list[AuditEvent]:
         """The events not handed to an activity yet."""
         unsent, self._unsent = self.events[self._unsent:], len(self.events)
-        return unsent if self.carried else []
+        return unsent
 
     def adopt(self, events: list[AuditEvent]) -> None:
         """Take over a child's events (they reached us through its committed result)."""
@@ -140,7 +139,6 @@ class StepRunner:
         step = req.step
         self.current = step
         self.stats[step] = StepStats(state="running")
-        req.events = self.trail.take()
         options: dict[str, Any] = dict(
             start_to_close_timeout=timedelta(seconds=self.policy.attempt_timeout_seconds),
             retry_policy=self.retry_policy(req.max_attempts),
