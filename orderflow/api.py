@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import AsyncIterator, Awaitable
-from dataclasses import asdict
+from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 import uvicorn
@@ -23,9 +23,10 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.exceptions import TemporalError
 
 from orderflow import client as orders
+from orderflow.admission import Admission, Overloaded
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
 from orderflow.errors import InvalidOrder, OrderNotFound
@@ -33,6 +34,9 @@ from orderflow.models import Item
 
 ID_REGEX = orders.ID_PATTERN.pattern
 COMMAND_TIMEOUT = 10.0
+# Longer than the SDK's own retries of an unreachable server (about 10 s, measured), so a
+# start against a Temporal that is down ends as an unambiguous "not started" 503.
+START_TIMEOUT = 12.0
 T = TypeVar("T")
 
 
@@ -42,7 +46,8 @@ class ItemIn(BaseModel):
 
 
 class StartBody(BaseModel):
-    items: list[ItemIn] | None = Field(default=None, max_length=100, description="default: one item, sku ABC")
+    items: list[ItemIn] | None = Field(default=None, min_length=1, max_length=100,
+                                       description="default: one item, sku ABC; an empty list is a 422")
     address: str = Field(default="", max_length=500)
 
 
@@ -69,6 +74,10 @@ class OrderStatusOut(BaseModel):
     order_id: str
     temporal_status: str
     status: dict[str, Any]
+    source: str = Field(description='"query": the running workflow answered; "result": what the ended order '
+                                    'recorded; "database": the last state the order persisted (its workflow '
+                                    'could not answer, see note)')
+    note: str | None = None
 
 
 class Health(BaseModel):
@@ -93,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.repo = Repository.from_url(settings.db_url)
         app.state.client = None
+        app.state.admission = Admission(settings)
         yield
         app.state.repo.engine.dispose()
 
@@ -125,14 +135,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def command(call: Awaitable[T], order_id: str) -> T:
         try:
             return await asyncio.wait_for(call, COMMAND_TIMEOUT)
-        except OrderNotFound as err:
-            raise HTTPException(404, str(err)) from err
-        except orders.Rejected as err:
-            raise HTTPException(409, f"order {order_id}: {err}") from err
-        except asyncio.TimeoutError as err:
-            raise HTTPException(504, "the order's workers did not answer in time; is a worker running?") from err
-        except RPCError as err:
-            raise HTTPException(503, f"Temporal error: {err.message}") from err
+        except Exception as err:
+            raise http_error(err, order_id) from err
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
@@ -141,7 +145,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, err: StarletteHTTPException) -> JSONResponse:
-        return _error(err.status_code, str(err.detail))
+        response = _error(err.status_code, str(err.detail))
+        response.headers.update(err.headers or {})  # e.g. Retry-After on a 429
+        return response
 
     @app.exception_handler(SQLAlchemyError)
     async def _database(_request: Request, err: SQLAlchemyError) -> JSONResponse:
@@ -152,22 +158,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return _error(500, f"internal error ({type(err).__name__}); see the server log")
 
     @app.post("/orders/{order_id}/start", status_code=201, response_model=Started,
-              dependencies=[Depends(authorize)], responses={409: {}, 422: {}})
+              dependencies=[Depends(authorize)], responses={409: {}, 422: {}, 429: {}, 503: {}})
     async def start(
         order_id: OrderId,
         payment_id: Annotated[str, Query(pattern=ID_REGEX)],
         body: StartBody | None = None,
         client: Client = Depends(temporal),
+        db: Repository = Depends(repo),
     ) -> Started:
         body = body or StartBody()
         items = [Item(sku=i.sku, qty=i.qty) for i in body.items] if body.items is not None else None
         req = orders.new_order(order_id, payment_id, items=items, address=body.address)
-        try:
-            handle = await orders.start_order(client, req, settings)
-        except orders.OrderExists as err:
-            raise HTTPException(409, str(err)) from err
-        except InvalidOrder as err:
-            raise HTTPException(422, str(err)) from err
+        handle = await admit_and_start(client, db, app.state.admission, req, settings)
         return Started(order_id=order_id, workflow_id=handle.id, run_id=handle.result_run_id)
 
     @app.post("/orders/{order_id}/signals/approve", status_code=202, response_model=Accepted,
@@ -187,11 +189,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         result = await command(orders.update_address(client, order_id, body.new_address), order_id)
         return Accepted(order_id=order_id, result=result)
 
-    @app.get("/orders/{order_id}/status", response_model=OrderStatusOut, responses={404: {}})
-    async def status(order_id: OrderId, client: Client = Depends(temporal)) -> OrderStatusOut:
-        execution = await command(orders.describe(client, order_id), order_id)
-        current = await command(orders.status(client, order_id), order_id)
-        return OrderStatusOut(order_id=order_id, temporal_status=execution.name, status=asdict(current))
+    @app.get("/orders/{order_id}/status", response_model=OrderStatusOut, responses={404: {}, 503: {}, 504: {}})
+    async def status(order_id: OrderId, client: Client = Depends(temporal),
+                     db: Repository = Depends(repo)) -> OrderStatusOut:
+        return await order_status(client, db, order_id)
 
     @app.get("/orders/{order_id}/state", responses={404: {}})
     async def state(order_id: OrderId, db: Repository = Depends(repo),
@@ -214,8 +215,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/healthz", response_model=Health)
     async def healthz(request: Request, db: Repository = Depends(repo)) -> JSONResponse:
         try:
-            await temporal(request)
-            temporal_ok = True
+            temporal_ok = await temporal_reachable(await temporal(request))
         except HTTPException:
             temporal_ok = False
         database_ok = await asyncio.to_thread(db.ping)
@@ -223,6 +223,102 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(status_code=code, content={"temporal": temporal_ok, "database": database_ok})
 
     return app
+
+
+# -- answers to the user path: start with admission, status without 5xx, error mapping ------
+
+def http_error(err: Exception, order_id: str) -> HTTPException:
+    """The HTTP answer for an error from a command on an order: 404/409/503/504, never a 500."""
+    if isinstance(err, HTTPException):
+        return err
+    if isinstance(err, OrderNotFound):
+        return HTTPException(404, str(err))
+    if isinstance(err, orders.Rejected):  # incl. CommandFailed: the workflow's own message
+        return HTTPException(409, f"order {order_id}: {err}")
+    if isinstance(err, (orders.NoAnswer, asyncio.TimeoutError)):
+        return HTTPException(504, str(err) or "the order's workers did not answer in time; is a worker running?")
+    if isinstance(err, orders.TemporalUnavailable):
+        return HTTPException(503, str(err))
+    if isinstance(err, TemporalError):  # anything else from the SDK (incl. a raw RPCError)
+        return HTTPException(503, str(orders.temporal_error(err, f"order {order_id}")))
+    raise err  # not a Temporal or order error: a bug, let the 500 handler log it
+
+
+async def temporal_reachable(client: Client) -> bool:
+    """One health-check RPC, not retried: a connected client says nothing about the server now."""
+    try:
+        return await asyncio.wait_for(client.service_client.check_health(timeout=timedelta(seconds=2)), 3)
+    except (TemporalError, asyncio.TimeoutError):
+        return False
+
+
+async def admit_and_start(client: Client, db: Repository, admission: Admission, req, settings: Settings):
+    """Start an order only if it can be served: valid, database up, Temporal up, capacity free.
+
+    Each check runs before anything is started or written, so a refused request leaves no
+    trace: 422 (bad input), 503 (database or Temporal unreachable), 429 + Retry-After
+    (too many orders in flight), 409 (the id was used).
+    """
+    try:
+        orders.check_order(req)
+    except InvalidOrder as err:
+        raise HTTPException(422, str(err)) from err
+    if not await asyncio.to_thread(db.ping):
+        raise HTTPException(503, "the app database is unreachable; nothing was started")
+    try:
+        ticket = await admission.admit(client)
+    except Overloaded as err:
+        raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after)}) from err
+    except orders.TemporalUnavailable as err:
+        raise HTTPException(503, str(err)) from err
+    try:
+        return await asyncio.wait_for(orders.start_order(client, req, settings), START_TIMEOUT)
+    except orders.OrderExists as err:
+        admission.release(ticket)
+        raise HTTPException(409, str(err)) from err
+    except asyncio.TimeoutError as err:  # the start may or may not have reached Temporal
+        raise HTTPException(504, f"Temporal did not confirm the start within {START_TIMEOUT:g} s; repeat the "
+                                 "same request: 409 means the order was started") from err
+    except (orders.TemporalUnavailable, orders.NoAnswer, TemporalError) as err:
+        admission.release(ticket)
+        raise http_error(err, req.order_id) from err
+
+
+async def order_status(client: Client, db: Repository, order_id: str) -> OrderStatusOut:
+    """An existing order's status is never a 5xx because its workflow cannot be queried.
+
+    Running: the workflow's live status() query. Ended: what it recorded (its result, from
+    the close event; the state from the database if the workflow failed in Temporal).
+    A running order whose query fails answers from the database (``source: "database"``).
+    Only Temporal itself being unreachable or silent is a 503/504.
+    """
+    try:
+        answer = await asyncio.wait_for(orders.order_status(client, order_id), COMMAND_TIMEOUT)
+    except orders.StatusUnavailable as err:
+        persisted = await _persisted(db, order_id)
+        if persisted is None:
+            raise HTTPException(504 if err.timed_out else 503,
+                                f"order {order_id}: {err}; it has persisted no state yet") from err
+        return OrderStatusOut(order_id=order_id, temporal_status="RUNNING", status=persisted, source="database",
+                              note=str(err))
+    except Exception as err:
+        raise http_error(err, order_id) from err
+    status = answer.status
+    if answer.source == "result" and status.get("state") is None:  # failed/terminated in Temporal
+        persisted = await _persisted(db, order_id) or {}
+        status = {**status, "state": persisted.get("state")}
+    return OrderStatusOut(order_id=order_id, temporal_status=answer.temporal_status, status=status,
+                          source=answer.source)
+
+
+async def _persisted(db: Repository, order_id: str) -> dict[str, Any] | None:
+    """The order's row as the status fields it shares, or None (no row, or the database is down)."""
+    try:
+        row = await asyncio.to_thread(db.get_order, order_id)
+    except (OrderNotFound, SQLAlchemyError):
+        return None
+    return {"order_id": row["id"], "state": row["state"], "address": row["address"], "reason": row["reason"],
+            "updated_at": row["updated_at"]}
 
 
 class _EmbeddedServer(uvicorn.Server):

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 import sqlalchemy as sa
+from temporalio.client import Client
 
 from orderflow.db.repository import Repository
 from orderflow.db.schema import events, orders, payments, shipments
@@ -68,13 +69,15 @@ def durations(repo: Repository, order_ids: Iterable[str] | None = None) -> pd.Da
 
 
 def check_invariants(repo: Repository, order_ids: Iterable[str]) -> list[str]:
-    """Every broken promise about these orders, as sentences; an empty list means all hold.
+    """Every broken promise about these orders in the database alone, as sentences; [] = all hold.
 
     - no order lost: each has a row, in a terminal state;
     - nothing charged without shipment: a charged payment belongs to a shipped order;
-    - no double charge: at most one payment row per order, and it matches the order's payment id;
-    - a shipped order has exactly one dispatched shipment and a charged payment; no other order
-      has a dispatched shipment.
+    - charged at most once: the ``payment_charged`` effect events (written in the same
+      transaction as the payment row, each with a key of its own) number at most one per order,
+      and exactly one where a payment was charged or refunded;
+    - a shipped order has exactly one dispatched shipment (one ``shipment_dispatched`` effect)
+      and a charged payment; no other order has a dispatched shipment.
     """
     ids = list(order_ids)
     problems: list[str] = []
@@ -82,6 +85,8 @@ def check_invariants(repo: Repository, order_ids: Iterable[str]) -> list[str]:
         rows = {r.id: r for r in conn.execute(sa.select(orders).where(orders.c.id.in_(ids)))}
         pays = list(conn.execute(sa.select(payments).where(payments.c.order_id.in_(ids))))
         ships = list(conn.execute(sa.select(shipments).where(shipments.c.order_id.in_(ids))))
+        effects = list(conn.execute(sa.select(events.c.order_id, events.c.type).where(
+            events.c.order_id.in_(ids), events.c.type.in_(["payment_charged", "shipment_dispatched"]))))
     for order_id in ids:
         row = rows.get(order_id)
         if row is None:
@@ -90,16 +95,97 @@ def check_invariants(repo: Repository, order_ids: Iterable[str]) -> list[str]:
         if row.state not in TERMINAL:
             problems.append(f"{order_id}: not terminal ({row.state})")
         own = [p for p in pays if p.order_id == order_id]
-        if len(own) > 1:
-            problems.append(f"{order_id}: {len(own)} payment rows")
         charged = [p for p in own if p.status == PaymentState.CHARGED.value]
         if charged and row.state != OrderState.SHIPPED.value:
             problems.append(f"{order_id}: charged but {row.state} and not refunded")
         if any(p.payment_id != row.payment_id for p in own):
             problems.append(f"{order_id}: payment row under another payment id")
+        charges = sum(e.order_id == order_id and e.type == "payment_charged" for e in effects)
+        took_money = any(p.status in (PaymentState.CHARGED.value, PaymentState.REFUNDED.value) for p in own)
+        if charges > 1 or charges != int(took_money):
+            problems.append(f"{order_id}: charged {charges} times (payment rows: {[p.status for p in own]})")
         dispatched = [s for s in ships if s.order_id == order_id and s.status == "dispatched"]
+        sent = sum(e.order_id == order_id and e.type == "shipment_dispatched" for e in effects)
+        if sent != len(dispatched):
+            problems.append(f"{order_id}: {sent} dispatch effects for {len(dispatched)} dispatched shipments")
         if row.state == OrderState.SHIPPED.value and (len(dispatched) != 1 or not charged):
             problems.append(f"{order_id}: shipped with {len(dispatched)} dispatched shipments, charged={bool(charged)}")
         if row.state != OrderState.SHIPPED.value and dispatched:
             problems.append(f"{order_id}: {row.state} but a shipment was dispatched")
     return problems
+
+
+async def check_against_temporal(repo: Repository, client: Client, order_ids: Iterable[str],
+                                 with_status: bool = True) -> list[str]:
+    """Database, Temporal's history and ``status()`` must tell the same story of each order.
+
+    Adds to ``check_invariants``: the row's final state, address and payment equal the
+    workflow's result; the dispatched shipment went to the result's address; the workflow
+    events in the trail are exactly the ones the committed run wrote (its count, its last
+    event); every step status() reports done has a succeeded step record with the same
+    attempt count; ``status()`` (a replay of the history) agrees with the result.
+    """
+    from temporalio.client import WorkflowFailureError
+
+    from orderflow.client import order_handle
+
+    ids = list(order_ids)
+    problems = check_invariants(repo, ids)
+    payment_for = {PaymentState.CHARGED: "charged", PaymentState.REFUNDED: "refunded", PaymentState.VOIDED: "voided"}
+    for order_id in ids:
+        handle = order_handle(client, order_id)
+        try:
+            result = await handle.result()
+        except WorkflowFailureError:  # cancelled through Temporal: the row must say cancelled
+            view = repo.order_view(order_id, event_limit=1000)
+            if view["order"]["state"] != OrderState.CANCELLED.value:
+                problems.append(f"{order_id}: cancelled in Temporal, {view['order']['state']} in the database")
+            continue
+        try:
+            view = repo.order_view(order_id, event_limit=1000)
+        except Exception:  # noqa: BLE001 - reported by check_invariants already
+            continue
+        row = view["order"]
+        if row["state"] != result.state.value:
+            problems.append(f"{order_id}: workflow ended {result.state.value}, database says {row['state']}")
+        if row["address"] != result.address:
+            problems.append(f"{order_id}: workflow address {result.address!r}, database {row['address']!r}")
+        stored = [p["status"] for p in view["payments"]]
+        expected = [payment_for[result.payment]] if result.payment in payment_for else []
+        if stored != expected:
+            problems.append(f"{order_id}: workflow payment {result.payment.value}, database {stored}")
+        dispatched = [s for s in view["shipments"] if s["status"] == "dispatched"]
+        if result.state == OrderState.SHIPPED and [s["address"] for s in dispatched] != [result.address]:
+            problems.append(f"{order_id}: shipped to {result.address!r}, shipment rows {[s['address'] for s in dispatched]}")
+        info = await handle.describe()
+        prefix = f"wf:{handle.id}/{info.run_id}/"
+        own = [e for e in view["events"] if e["event_key"].startswith(prefix)]
+        if len(own) != result.audit_events - _child_events(view["events"], handle.id):
+            problems.append(f"{order_id}: {len(own)} workflow events in the trail, the run wrote "
+                            f"{result.audit_events - _child_events(view['events'], handle.id)}")
+        endings = [e["type"] for e in own if e["type"] in {f"order_{t}" for t in TERMINAL}]
+        if endings != [f"order_{result.state.value}"]:
+            problems.append(f"{order_id}: the trail records the endings {endings}, the workflow ended {result.state.value}")
+        if result.state == OrderState.SHIPPED and sum(e["type"] == "dispatched" for e in view["events"]) != 1:
+            problems.append(f"{order_id}: {sum(e['type'] == 'dispatched' for e in view['events'])} dispatched events")
+        if with_status:
+            from orderflow.models import OrderStatus
+
+            status: OrderStatus = await handle.query("status", result_type=OrderStatus)
+            if (status.state, status.address, status.payment) != (result.state, result.address, result.payment):
+                problems.append(f"{order_id}: status() says {status.state.value}/{status.address!r}/"
+                                f"{status.payment.value}, result {result.state.value}/{result.address!r}/"
+                                f"{result.payment.value}")
+            for step, stats in status.steps.items():
+                if stats.state != "done" or step in ("prepare", "dispatch"):
+                    continue
+                record = repo.step_record(f"{handle.id}/{info.run_id}/{step}")
+                if record is None or record.status != "succeeded" or record.attempts != stats.attempts:
+                    problems.append(f"{order_id}: step {step} done after {stats.attempts} attempts in the history, "
+                                    f"database record {record}")
+    return problems
+
+
+def _child_events(trail: list[dict], workflow_id: str) -> int:
+    """Workflow events of this order's shipping children (they reach the trail through the parent)."""
+    return sum(e["event_key"].startswith(f"wf:{workflow_id}-shipping-") for e in trail)

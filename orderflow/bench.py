@@ -1,4 +1,5 @@
 """The 15-second benchmark: N orders at concurrency C with the unmodified fault injector.
+(``--api``: the user path instead, over HTTP in an open loop; see ``orderflow.bench_api``.)
 
 Starts its own Temporal dev server and worker processes (as ``orderflow worker`` runs
 them), approves each order the moment it awaits review, and reports latency, the
@@ -12,10 +13,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import statistics
-import subprocess
 import sys
 import time
 import uuid
@@ -28,13 +27,13 @@ from tqdm import tqdm
 from orderflow import audit
 from orderflow import client as orders
 from orderflow.config import Settings
-from orderflow.db import migrate
 from orderflow.db.repository import Repository
-from orderflow.devstack import DevServer, free_port, spawn_orderflow
+from orderflow.devstack import ProcessStack, free_port
 from orderflow.models import StepPolicy
 
 FLAKY_STEPS = ("receive", "validate", "charge", "prepare", "dispatch", "mark_shipped")
 P_FAIL, P_HANG = 0.33, 0.34  # flaky_call: < 0.33 fails, < 0.67 hangs, else succeeds
+PROCESS_LABELS = {"temporal": "dev server", "orders": "orders worker", "shipping": "shipping worker", "api": "API"}
 
 
 @dataclass
@@ -104,13 +103,13 @@ def timeout_floor(policy: StepPolicy, samples: int = 20_000, seed: int = 7) -> d
     return {"mean": statistics.fmean(totals), "p50": percentile(totals, 0.5), "p99": percentile(totals, 0.99)}
 
 
-def _cpu_seconds(pid: int) -> float:
-    times = psutil.Process(pid).cpu_times()
-    return times.user + times.system
-
-
-async def _sample_rss(procs: dict[str, subprocess.Popen], peaks: dict[str, float], stop: asyncio.Event) -> None:
-    handles = {name: psutil.Process(p.pid) for name, p in procs.items()}
+async def sample_rss(stack: ProcessStack, peaks: dict[str, float], stop: asyncio.Event) -> None:
+    handles = {}
+    for name, pid in stack.pids().items():
+        try:
+            handles[name] = psutil.Process(pid)
+        except psutil.Error:
+            pass
     while not stop.is_set():
         for name, proc in handles.items():
             try:
@@ -120,22 +119,35 @@ async def _sample_rss(procs: dict[str, subprocess.Popen], peaks: dict[str, float
         await asyncio.sleep(0.2)
 
 
+def bench_settings(db_url: str, **kw) -> Settings:
+    """A fresh dev server port and task queues of their own for one benchmark run."""
+    suffix = uuid.uuid4().hex[:6]
+    return Settings(temporal_address=f"127.0.0.1:{free_port()}", db_url=db_url, log_level="WARNING",
+                    orders_task_queue=f"orders-tq-{suffix}", shipping_task_queue=f"shipping-tq-{suffix}", **kw)
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
+def driver_cpu() -> float:
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 async def run(label: str, n: int, concurrency: int, policy: StepPolicy, fast_timers: bool,
               db_url: str | None, workdir: Path, budget: float, progress: bool = True) -> tuple[Report, list[OrderRun]]:
+    """The closed loop: ``n`` orders through the Temporal client, at most ``concurrency`` at once."""
     workdir.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{workdir / f'{label}.db'}"
-    migrate.upgrade(db_url)
-    server = DevServer(port=free_port(), ui_port=None, fast_timers=fast_timers).start()
-    suffix = uuid.uuid4().hex[:6]
-    settings = Settings(temporal_address=server.address, db_url=db_url, log_level="WARNING",
-                        orders_task_queue=f"orders-tq-{suffix}", shipping_task_queue=f"shipping-tq-{suffix}")
-    procs = {f"{kind} worker": spawn_orderflow("worker", kind, settings=settings) for kind in ("orders", "shipping")}
+    settings = bench_settings(db_url)
+    suffix = settings.orders_task_queue.rsplit("-", 1)[-1]
     peaks: dict[str, float] = {}
     stop = asyncio.Event()
-    try:
-        await server.wait_ready()
+    # Worker processes as `orderflow worker` runs them; no API in this mode.
+    async with ProcessStack(settings, fast_timers=fast_timers) as stack:
         client = await orders.connect(settings)
-        sampler = asyncio.create_task(_sample_rss(procs, peaks, stop))
+        sampler = asyncio.create_task(sample_rss(stack, peaks, stop))
         gate = asyncio.Semaphore(concurrency)
         bar = tqdm(total=n, desc=label, unit="order", disable=not progress)
         runs: list[OrderRun] = []
@@ -156,21 +168,15 @@ async def run(label: str, n: int, concurrency: int, policy: StepPolicy, fast_tim
                 runs.append(OrderRun(order_id, state, (desc.close_time - desc.start_time).total_seconds(), client_seconds))
                 bar.update()
 
+        cpu_before, driver_before = stack.cpu_seconds(), driver_cpu()
         began = time.monotonic()
         await asyncio.gather(*(one(i) for i in range(n)))
         wall = time.monotonic() - began
+        cpu = cpu_delta(cpu_before, stack.cpu_seconds())
+        cpu["bench driver"] = driver_cpu() - driver_before
         bar.close()
         stop.set()
         await sampler
-        cpu = {name: _cpu_seconds(p.pid) for name, p in procs.items()}
-        cpu["dev server"] = _cpu_seconds(server.process.pid)
-        cpu["bench driver"] = _cpu_seconds(os.getpid())
-    finally:
-        for proc in procs.values():
-            proc.terminate()
-        for proc in procs.values():
-            proc.wait(10)
-        server.stop()
 
     repo = Repository.from_url(db_url)
     ids = [r.order_id for r in runs]
@@ -186,8 +192,8 @@ async def run(label: str, n: int, concurrency: int, policy: StepPolicy, fast_tim
         within_budget=round(sum(s < budget for s in seconds) / n, 4),
         outcomes={state: round(sum(r.state == state for r in runs) / n, 4) for state in sorted({r.state for r in runs})},
         steps={step: {k: int(v) for k, v in row.items()} for step, row in stats.to_dict("index").items()},
-        worker_peak_rss_mb={k: round(v, 1) for k, v in peaks.items()},
-        cpu_ms_per_order={k: round(1000 * v / n, 1) for k, v in cpu.items()},
+        worker_peak_rss_mb={PROCESS_LABELS.get(k, k): round(v, 1) for k, v in peaks.items()},
+        cpu_ms_per_order={PROCESS_LABELS.get(k, k): round(1000 * v / n, 1) for k, v in cpu.items()},
         invariant_violations=violations,
         floor={k: round(v, 3) for k, v in timeout_floor(policy).items()},
     )
@@ -242,18 +248,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="bench-results", help="where the JSON, PNG and databases go")
     parser.add_argument("--budget", type=float, default=15.0)
     parser.add_argument("--attempt-timeout", type=float, default=StepPolicy.attempt_timeout_seconds)
-    parser.add_argument("--attempts-per-task", type=int, default=StepPolicy.attempts_per_task,
-                        help="failed attempts of a step retried in one workflow task before a 1 ms pause")
     parser.add_argument("--baseline", action="store_true",
                         help="also run a typical policy (regular activities, 2 s timeouts, 1 s backoff, default dev server)")
     parser.add_argument("--baseline-orders", type=int, default=100)
     parser.add_argument("--no-progress", action="store_true")
+    user_path = parser.add_argument_group(
+        "the user path (--api)", "the stack as `orderflow dev` runs it; orders over HTTP in an open loop, each "
+        "approved when /status says awaiting_review; -n, -c and --baseline do not apply")
+    user_path.add_argument("--api", action="store_true", help="benchmark the HTTP API path instead of the closed loop")
+    user_path.add_argument("--rate", type=float, default=8.0, help="orders placed per second")
+    user_path.add_argument("--duration", type=float, default=60.0, help="seconds during which orders arrive")
+    user_path.add_argument("--max-in-flight", type=int, default=None,
+                           help="the API's load-shedding limit (default: ORDERFLOW_MAX_IN_FLIGHT or its default)")
     args = parser.parse_args(argv)
     if args.orders < 1 or args.concurrency < 1:
         parser.error("--orders and --concurrency must be at least 1")
 
     out = Path(args.out)
-    policy = StepPolicy(attempt_timeout_seconds=args.attempt_timeout, attempts_per_task=args.attempts_per_task)
+    if args.api:
+        if args.baseline:
+            parser.error("--baseline compares closed-loop runs; it does not combine with --api")
+        if args.rate <= 0 or args.duration <= 0 or (args.max_in_flight is not None and args.max_in_flight < 0):
+            parser.error("--rate and --duration must be positive, --max-in-flight at least 0")
+        from orderflow.bench_api import main_api
+
+        return main_api(args.rate, args.duration, args.db_url, out, args.budget, args.max_in_flight,
+                        progress=not args.no_progress)
+    policy = StepPolicy(attempt_timeout_seconds=args.attempt_timeout)
     plans = [("orderflow", args.orders, policy, True)]
     if args.baseline:
         plans.append(("baseline", args.baseline_orders, StepPolicy.baseline(), False))

@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from orderflow.config import DEFAULT_STATE_DIR, Settings
@@ -44,39 +46,55 @@ async def _workers(settings: Settings, kinds) -> list:
     return build_workers(client, Repository.from_url(settings.db_url), settings, kinds)
 
 
-async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
-    from orderflow.api import serve
-    from orderflow.db import migrate
-    from orderflow.devstack import DevServer, port_open
+def dev_settings(args: argparse.Namespace, settings: Settings, env=None) -> Settings:
+    """``orderflow dev``'s settings: ``--port`` picks the Temporal port, and ``--state-dir``
+    holds the app database too unless ORDERFLOW_DB_URL names one explicitly."""
+    env = os.environ if env is None else env
+    if args.port is not None:
+        settings = replace(settings, temporal_address=f"127.0.0.1:{args.port}")
+    if not env.get("ORDERFLOW_DB_URL"):
+        settings = replace(settings, db_url=f"sqlite:///{Path(args.state_dir).resolve() / 'orderflow.db'}")
+    return settings
 
-    host, _, port = settings.temporal_address.rpartition(":")
-    server = None
-    if port_open(host or "127.0.0.1", int(port)):
-        log.info("using the Temporal server already at %s", settings.temporal_address)
-    else:
-        server = DevServer(port=int(port), ui_port=args.ui_port, db_file=Path(args.state_dir) / "temporal.db",
-                           log_file=Path(args.state_dir) / "temporal.log")
-        server.start()
-        await server.wait_ready()
-    try:
-        migrate.upgrade(settings.db_url)
-        workers = await _workers(settings, ("orders", "shipping"))
+
+async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
+    """The whole stack, each part in its own OS process (see devstack.ProcessStack).
+
+    The dev server, the API and each worker use their own core; their logs arrive here as
+    one stream of JSON lines on stderr, each with a ``proc`` field naming its process.
+    """
+    from orderflow.devstack import ProcessStack
+
+    settings = dev_settings(args, settings)
+    stack = ProcessStack(settings, state_dir=Path(args.state_dir), ui_port=args.ui_port, api_host=args.api_host,
+                         api_port=args.api_port, logs=sys.stderr)
+    outcome: list[str] = []
+
+    async def run() -> None:
+        await stack.start()
+        pids = stack.pids()
         print(
-            f"orderflow dev is up\n"
+            "orderflow dev is up\n"
             f"  Temporal      {settings.temporal_address}"
-            + (f"   Web UI {server.ui_url}" if server and server.ui_url else "")
-            + f"\n  database      {settings.db_url}\n"
-            f"  workers       {settings.orders_task_queue}, {settings.shipping_task_queue}\n"
-            f"  HTTP API      http://{args.api_host}:{args.api_port}  (docs at /docs)\n"
-            f"Try: curl -X POST 'http://127.0.0.1:{args.api_port}/orders/123/start?payment_id=abc123'\n"
+            + ("  (started here)" if stack.server else "  (already running; reused)")
+            + (f"\n  Web UI        {stack.ui_url}" if stack.ui_url else "")
+            + f"\n  HTTP API      {stack.api_url}  (docs at {stack.api_url}/docs)\n"
+            f"  database      {settings.db_url}\n"
+            f"  task queues   {settings.orders_task_queue}, {settings.shipping_task_queue}\n"
+            f"  processes     " + ", ".join(f"{name} pid {pid}" for name, pid in pids.items()) + "\n"
+            f"Logs: one JSON line per event on stderr; \"proc\" names the process.\n"
+            f"Try: curl -X POST '{stack.api_url}/orders/123/start?payment_id=abc123'\n"
             f"Ctrl-C stops everything.",
             flush=True,
         )
-        await _run_until_stopped(*(w.run() for w in workers), serve(settings, args.api_host, args.api_port))
+        outcome.append(await stack.watch())
+
+    try:
+        await _run_until_stopped(run())
     finally:
-        if server:
-            server.stop()
-        print("orderflow dev stopped", flush=True)
+        stack.stop()
+        print("orderflow dev stopped" + (f": {outcome[0]}" if outcome else ""), flush=True)
+    return 1 if outcome else 0
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
@@ -102,8 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orderflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="start the embedded stack: Temporal dev server, database, workers, API")
-    dev.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR), help="where the SQLite files live")
+    dev = sub.add_parser("dev", help="start the embedded stack: Temporal dev server, database, workers, API "
+                                     "(each in its own process)")
+    dev.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
+                     help="where the SQLite files live: Temporal's and the app database (unless ORDERFLOW_DB_URL is set)")
+    dev.add_argument("--port", type=int, default=None,
+                     help="Temporal frontend port (default: the port of TEMPORAL_ADDRESS, 7233)")
     dev.add_argument("--ui-port", type=int, default=8233)
     dev.add_argument("--api-host", default="127.0.0.1")
     dev.add_argument("--api-port", type=int, default=8000)
@@ -121,7 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="the 15-second benchmark (see orderflow bench --help)", add_help=False)
 
     argv = sys.argv[1:] if argv is None else argv
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as err:
+        print(f"orderflow: {err}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     if argv[:1] == ["bench"]:  # its options are its own
         from orderflow import bench
@@ -130,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "dev":
-            asyncio.run(cmd_dev(args, settings))
+            return asyncio.run(cmd_dev(args, settings))
         elif args.command == "worker":
             asyncio.run(cmd_worker(args, settings))
         elif args.command == "api":

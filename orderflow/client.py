@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, TemporalError, WorkflowAlreadyStartedError
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -32,6 +37,49 @@ class OrderExists(OrderflowError):
 
 class Rejected(OrderflowError):
     """The order's current state does not allow this command."""
+
+
+class CommandFailed(Rejected):
+    """The workflow refused the command with an error of its own (not a validator's "Rejected")."""
+
+
+class TemporalUnavailable(OrderflowError):
+    """Temporal could not be reached, or refused the call for a reason of its own: retry later."""
+
+
+class NoAnswer(OrderflowError):
+    """Temporal or the order's workers did not answer in time (the outcome may be unknown)."""
+
+
+class StatusUnavailable(OrderflowError):
+    """A running order's workflow could not answer its status query (no worker, a failing replay)."""
+
+    def __init__(self, message: str, timed_out: bool) -> None:
+        super().__init__(message)
+        self.timed_out = timed_out
+
+
+STATUS_QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+def temporal_error(err: TemporalError, what: str) -> OrderflowError:
+    """Map an error from a Temporal call about an order to one of ours (the API's 409/503/504).
+
+    Never returns OrderNotFound: a NOT_FOUND needs a describe() to tell "unknown order" from
+    "closed workflow" (see ``_update``).
+    """
+    if isinstance(err, WorkflowUpdateFailedError):
+        cause = err.cause
+        if isinstance(cause, ApplicationError):  # the workflow's own refusal, with its message
+            return Rejected(cause.message) if cause.type == "Rejected" else CommandFailed(cause.message)
+        return TemporalUnavailable(f"{what}: the workflow could not complete it ({cause or err})")
+    if isinstance(err, RPCTimeoutOrCancelledError):  # incl. WorkflowUpdateRPCTimeoutOrCancelledError
+        return NoAnswer(f"{what}: no answer from Temporal in time; is a worker running?")
+    if isinstance(err, RPCError):
+        if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
+            return NoAnswer(f"{what}: no answer in time ({err.message}); is a worker running?")
+        return TemporalUnavailable(f"{what}: Temporal error {err.status.name if err.status else ''}: {err.message}")
+    return TemporalUnavailable(f"{what}: {type(err).__name__}: {err}")
 
 
 _runtime: Runtime | None = None
@@ -88,6 +136,8 @@ async def start_order(client: Client, req: OrderRequest, settings: Settings | No
         )
     except WorkflowAlreadyStartedError as err:
         raise OrderExists(f"order {req.order_id} already exists") from err
+    except RPCError as err:  # e.g. Temporal went down after the first connect
+        raise temporal_error(err, f"starting order {req.order_id}") from err
 
 
 def order_handle(client: Client, order_id: str) -> WorkflowHandle:
@@ -101,34 +151,89 @@ async def describe(client: Client, order_id: str) -> WorkflowExecutionStatus:
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise OrderNotFound(f"order {order_id} not found") from err
-        raise
+        raise temporal_error(err, f"describing order {order_id}") from err
     return desc.status
 
 
 async def status(client: Client, order_id: str) -> OrderStatus:
+    """The workflow's ``status()`` query: its live view (a worker answers it, replaying if needed)."""
     try:
         return await order_handle(client, order_id).query(OrderWorkflow.status)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise OrderNotFound(f"order {order_id} not found") from err
-        raise
+        raise temporal_error(err, f"status of order {order_id}") from err
+
+
+@dataclass
+class StatusAnswer:
+    """What ``order_status`` found: Temporal's execution status, the order's status and its source.
+
+    ``source`` is "query" (a running order's live ``status()``) or "result" (an ended order:
+    what its workflow returned, read from the close event; no worker and no replay needed).
+    """
+
+    temporal_status: str
+    status: dict[str, Any]
+    source: str
+
+
+async def order_status(client: Client, order_id: str, query_timeout: timedelta = STATUS_QUERY_TIMEOUT) -> StatusAnswer:
+    """Status that does not depend on a worker for an order that has ended.
+
+    Querying a closed workflow makes a worker replay its whole history: slow, impossible
+    with no worker, and broken for good if the replay fails. An ended order answers from
+    its recorded result instead. A running order is queried; if that fails,
+    StatusUnavailable says why (the caller may fall back to the database).
+    """
+    handle = order_handle(client, order_id)
+    execution = await describe(client, order_id)
+    if execution == WorkflowExecutionStatus.RUNNING:
+        try:
+            current = await handle.query(OrderWorkflow.status, rpc_timeout=query_timeout)
+            return StatusAnswer(execution.name, asdict(current), "query")
+        except (RPCError, RPCTimeoutOrCancelledError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
+            execution = await describe(client, order_id)
+            if execution == WorkflowExecutionStatus.RUNNING:  # not a race with the close: a real failure
+                # The server's "query timed out" is DEADLINE_EXCEEDED; our own rpc_timeout
+                # expiring first is CANCELLED "Timeout expired" (both seen here).
+                timed_out = isinstance(err, RPCTimeoutOrCancelledError) or (isinstance(err, RPCError) and err.status in (
+                    RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED))
+                detail = ("no worker answered the status query within "
+                          f"{query_timeout.total_seconds():g} s; is the orders worker running?") if timed_out else (
+                          f"the workflow could not answer its status query ({type(err).__name__}: {err})")
+                raise StatusUnavailable(detail, timed_out) from err
+    return StatusAnswer(execution.name, await _recorded_result(handle, order_id), "result")
+
+
+async def _recorded_result(handle: WorkflowHandle, order_id: str) -> dict[str, Any]:
+    """An ended order's outcome from its close event: the OrderResult, or why the workflow failed."""
+    try:
+        ended: OrderResult = await handle.result(follow_runs=False, rpc_timeout=STATUS_QUERY_TIMEOUT)
+        return asdict(ended)
+    except WorkflowFailureError as err:  # failed, cancelled, terminated or timed out in Temporal
+        return {"order_id": order_id, "state": None, "reason": str(err.cause or err)}
+    except RPCError as err:
+        raise temporal_error(err, f"result of order {order_id}") from err
 
 
 async def _update(client: Client, order_id: str, name: str, *args: str) -> str:
-    """Run a validated Workflow Update; Rejected carries the workflow's reason."""
+    """Run a validated Workflow Update; Rejected carries the workflow's reason.
+
+    Every Temporal error becomes one of ours: Rejected / CommandFailed (409), OrderNotFound
+    (404), TemporalUnavailable (503) or NoAnswer (504).
+    """
     handle = order_handle(client, order_id)
+    what = f"{name} for order {order_id}"
     try:
         return await handle.execute_update(name, args=list(args), result_type=str)
-    except WorkflowUpdateFailedError as err:
-        cause = err.cause
-        if isinstance(cause, ApplicationError) and cause.type == "Rejected":
-            raise Rejected(cause.message) from err
-        raise
     except RPCError as err:
-        if err.status == RPCStatusCode.NOT_FOUND:
+        if err.status == RPCStatusCode.NOT_FOUND:  # unknown order, or its workflow has closed
             if await describe(client, order_id) != WorkflowExecutionStatus.RUNNING:
                 raise Rejected("it has already ended") from err
-        raise
+        raise temporal_error(err, what) from err
+    except TemporalError as err:
+        raise temporal_error(err, what) from err
 
 
 async def approve(client: Client, order_id: str) -> str:

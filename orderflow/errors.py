@@ -23,3 +23,7 @@ class PaymentClosed(OrderflowError):
 
 class CarrierRejected(OrderflowError):
     """The carrier will not take the parcel to this address (it does not deliver to PO boxes)."""
+
+
+class ShipmentClosed(OrderflowError):
+    """The shipment was settled (failed or cancelled) or never prepared: it cannot be dispatched."""

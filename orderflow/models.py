@@ -4,10 +4,11 @@ Workflow modules import this file inside the sandbox, so it must stay free of
 side effects and heavy imports.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: the data converter calls get_type_hints()
+# on every decode, and string annotations made it re-evaluate them each time (py-spy).
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 
 class OrderState(str, Enum):
@@ -53,7 +54,7 @@ class Activity:
     MARK_SHIPPED = "MarkOrderShipped"
     PREPARE_PACKAGE = "PreparePackage"
     DISPATCH_CARRIER = "DispatchCarrier"
-    SETTLE_SHIPMENT = "SettleShipment"
+    SETTLE_STEP = "SettleStep"
     RECORD_PROGRESS = "RecordProgress"
 
 
@@ -73,6 +74,7 @@ class Update:
     CANCEL = "cancel"
     UPDATE_ADDRESS = "update_address"
     WAIT_FOR_REVIEW = "wait_for_review"
+    WAIT_FOR_END = "wait_for_end"
 
 
 @dataclass
@@ -89,15 +91,21 @@ def default_items() -> list[Item]:
 class StepPolicy:
     """How each flaky step is run and retried; chosen from measurements (see README).
 
-    The workflow drives retries itself (one activity attempt per call) so that
-    status() shows attempts, failures and timeouts live, and so it can stop
-    retrying before the order's deadline.
+    Each step is ONE activity call with a RetryPolicy: the SDK core retries the attempts
+    (start-to-close ``attempt_timeout_seconds`` each) inside the worker, and the activity
+    records every attempt in the database under the step's key. ``schedule_to_close`` is
+    the time left until the order's work deadline, so a step can never outlive the order.
     """
 
     local_activities: bool = True
     attempt_timeout_seconds: float = 0.15
-    retry_pause_seconds: float = 0.001
-    attempts_per_task: int = 3  # local activities: pause after every 3rd failed attempt of a step
+    retry_initial_seconds: float = 0.01
+    retry_max_seconds: float = 0.2
+    retry_backoff: float = 2.0
+    # Backoffs up to this retry inside the worker, in the same workflow task; longer ones (from
+    # the 5th attempt on: 10, 20, 40, 80, then 160 ms) wait on a timer, which ends the task, so a
+    # query, signal or update waits for at most about four attempts of a step (~1 s).
+    local_retry_threshold_seconds: float = 0.1
     dispatch_attempts: int = 5
     shipping_attempts: int = 5
     refund_reserve_seconds: float = 3.0
@@ -109,7 +117,9 @@ class StepPolicy:
         return cls(
             local_activities=False,
             attempt_timeout_seconds=2.0,
-            retry_pause_seconds=1.0,
+            retry_initial_seconds=1.0,
+            retry_max_seconds=1.0,
+            retry_backoff=1.0,
         )
 
 
@@ -159,6 +169,7 @@ class OrderStatus:
     reason: str | None
     deadline: str
     seconds_left: float
+    review_deadline: str | None = None
     steps: dict[str, StepStats] = field(default_factory=dict)
     recent_errors: list[str] = field(default_factory=list)
     signals: list[SignalRecord] = field(default_factory=list)
@@ -179,42 +190,18 @@ class OrderResult:
     reason: str | None
     shipping_attempts: int
     elapsed_seconds: float
-
-
-@dataclass
-class StepRequest:
-    """The input of every order-side activity. ``attempt`` is the workflow's try number."""
-
-    order_id: str
-    payment_id: str = ""
-    items: list[Item] = field(default_factory=list)
     address: str = ""
-    attempt: int = 1
-
-
-@dataclass
-class ShipmentRequest:
-    """The input of the shipping activities."""
-
-    order_id: str
-    shipment_no: int
-    address: str
-    items: list[Item] = field(default_factory=list)
-    attempt: int = 1
-
-
-@dataclass
-class SettleRequest:
-    """Close a shipment as ``status`` ("failed" or "cancelled") unless it was dispatched."""
-
-    order_id: str
-    shipment_no: int
-    status: str
+    audit_events: int = 0  # workflow events this run wrote to the trail (the checker compares)
 
 
 @dataclass
 class AuditEvent:
-    """One row of the append-only events table; ``key`` makes the insert idempotent."""
+    """One row of the append-only events table; ``key`` makes the write idempotent.
+
+    Workflow events are keyed ``wf:<workflow id>/<run id>/<seq>``; attempt events written by
+    the activities ``step:<step key>#<attempt>``, where the attempt number comes from the
+    step's counter in the database (so an attempt re-run by a discarded task gets a new one).
+    """
 
     key: str
     order_id: str
@@ -226,8 +213,77 @@ class AuditEvent:
 
 
 @dataclass
+class StepRequest:
+    """The input of every flaky step activity, order side and shipping side.
+
+    ``step`` names the step inside its workflow; with the workflow's id and run id it is the
+    step's idempotency key. ``state`` is the order state the step's success establishes
+    (persisted with its outcome). The core retries the step with this same input.
+    """
+
+    order_id: str
+    step: str
+    payment_id: str = ""
+    items: list[Item] = field(default_factory=list)
+    address: str = ""
+    shipment_no: int = 0
+    max_attempts: int = 0  # 0: until the schedule-to-close timeout
+    state: OrderState | None = None
+
+
+@dataclass
+class StepResult:
+    """What a step recorded: the stub's answer plus the attempt statistics of the step key.
+
+    A step that already has an outcome answers with the recorded one, so a step executed
+    again (a discarded workflow task re-runs its local activities) yields the same result.
+    """
+
+    value: Any
+    attempts: int
+    failures: int
+    timeouts: int
+    detail: dict = field(default_factory=dict)  # e.g. the amount charged, the address dispatched to
+    errors: list[str] = field(default_factory=list)  # what each failed or timed-out attempt said
+
+    def stats(self, state: str = "done") -> StepStats:
+        return StepStats(self.attempts, self.failures, self.timeouts, state)
+
+
+@dataclass
+class SettleRequest:
+    """Close a step the workflow gives up on; for a dispatch also its shipment."""
+
+    order_id: str
+    step: str
+    workflow_id: str
+    run_id: str
+    shipment_no: int = 0
+    shipment_status: str = ""  # "failed" or "cancelled" for a dispatch step
+
+
+@dataclass
+class Settled:
+    """The step's final record: ``status`` is succeeded (a late attempt got through),
+    failed or abandoned; for a dispatch ``shipment`` is the shipment row's final status."""
+
+    status: str
+    attempts: int
+    failures: int
+    timeouts: int
+    error: str | None = None
+    result: StepResult | None = None
+    shipment: str | None = None
+    address: str | None = None  # where a dispatched shipment went
+
+
+@dataclass
 class ProgressRecord:
-    """Audit events to append, and optionally a new order state or address to persist."""
+    """Workflow audit events and optionally a new order state or address to persist.
+
+    ``complete`` marks the final write of the order: the workflow's events of this run
+    are then exactly ``events`` (any written by a discarded task and not repeated are removed).
+    """
 
     order_id: str
     events: list[AuditEvent] = field(default_factory=list)
@@ -235,6 +291,8 @@ class ProgressRecord:
     reason: str | None = None
     address: str | None = None
     order: StepRequest | None = None  # with a terminal state: the row to create if ReceiveOrder never ran
+    complete: bool = False
+    workflow_prefix: str = ""  # ``wf:<workflow id>/<run id>/`` of the writer, for ``complete``
 
 
 @dataclass
@@ -252,8 +310,13 @@ class ShippingRequest:
 
 @dataclass
 class ShippingResult:
+    """What one ShippingWorkflow reports to its parent. ``address`` is where the parcel went
+    (from the shipment row) when ``dispatched``; ``events`` are the child's audit events,
+    which the parent writes with its own, so only committed history reaches the trail."""
+
     shipment_no: int
     dispatched: bool
     address: str
     reason: str | None = None
     steps: dict[str, StepStats] = field(default_factory=dict)
+    events: list[AuditEvent] = field(default_factory=list)

@@ -7,7 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+import os
+
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from orderflow import models
@@ -20,12 +22,23 @@ from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 WORKER_KINDS = ("orders", "shipping")
 STICKY_TIMEOUT = timedelta(seconds=1)
 
-# The sandbox re-imports workflow modules for every workflow run. The payload dataclasses
-# are pure and immutable in use, so they are shared instead: this cut the worker's CPU per
-# order by about a quarter (profiled with py-spy).
+# Two runners, one job each:
+# - WORKFLOW_RUNNER, the sandbox, is what every replay uses (tests, the benchmark's replay check,
+#   notebook 06): it re-imports the workflow modules and refuses non-deterministic calls
+#   (clocks, random, I/O), so a workflow that used one fails its replay test.
+# - The workers run the same code unsandboxed: re-importing the modules for every workflow run
+#   was 9-15 % of each worker's CPU (py-spy, 200 orders). ORDERFLOW_WORKFLOW_SANDBOX=1 turns
+#   the sandbox back on in the workers too.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("orderflow.models")
 )
+
+
+def worker_runner() -> WorkflowRunner:
+    if os.environ.get("ORDERFLOW_WORKFLOW_SANDBOX") == "1":
+        compile_workflow_modules()
+        return WORKFLOW_RUNNER
+    return UnsandboxedWorkflowRunner()
 
 
 def compile_workflow_modules() -> None:
@@ -43,8 +56,8 @@ def compile_workflow_modules() -> None:
 
 def build_workers(client: Client, db: Repository, settings: Settings, kinds=WORKER_KINDS) -> list[Worker]:
     """Workers for ``kinds``; run each with ``await worker.run()`` or ``async with worker``."""
-    compile_workflow_modules()
     orders_acts, shipping_acts = all_activities(db)
+    runner = worker_runner()
     specs = {
         "orders": (settings.orders_task_queue, [OrderWorkflow], orders_acts),
         "shipping": (settings.shipping_task_queue, [ShippingWorkflow], shipping_acts),
@@ -55,7 +68,7 @@ def build_workers(client: Client, db: Repository, settings: Settings, kinds=WORK
             task_queue=specs[kind][0],
             workflows=specs[kind][1],
             activities=specs[kind][2],
-            workflow_runner=WORKFLOW_RUNNER,
+            workflow_runner=runner,
             # A dead worker's cached workflows move to another worker after 1 s, not 10 s:
             # recovery has to fit in the order's 15-second budget.
             sticky_queue_schedule_to_start_timeout=STICKY_TIMEOUT,

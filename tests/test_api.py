@@ -111,6 +111,7 @@ def test_the_assignments_curl_flow(http):
     assert http.post("/orders/123/signals/approve").status_code == 202
     final = wait_status(http, "123", closed)
     assert final["temporal_status"] == "COMPLETED" and final["status"]["state"] == "shipped"
+    assert final["source"] == "result" and final["status"]["payment"] == "charged"  # what the ended order recorded
     state = http.get("/orders/123/state").json()
     assert state["order"]["address"] == "742 Evergreen Terrace"
     assert [p["status"] for p in state["payments"]] == ["charged"]
@@ -164,6 +165,7 @@ def test_approve_before_review_is_refused(http):
         ("post", "/orders/bad%20id/start?payment_id=p", {}),
         ("post", "/orders/ok-id/start", {}),  # payment_id missing
         ("post", "/orders/ok-id/start?payment_id=p", {"json": {"items": [{"sku": "A", "qty": 0}]}}),
+        ("post", "/orders/ok-id/start?payment_id=p", {"json": {"items": []}}),  # README: no items is a 422
         ("post", "/orders/ok-id/start?payment_id=p", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
         ("post", "/orders/ok-id/signals/update-address", {"json": {"new_address": ""}}),
         ("post", "/orders/ok-id/signals/update-address", {"json": {}}),

@@ -73,7 +73,8 @@ async def test_review_deadline_cancels_without_charging(stack, scripted):
 async def test_cancel_during_review(stack, scripted):
     order_id, handle = await start(stack, "cancelreview")
     await wait_for(stack, order_id, lambda s: s.state == OrderState.AWAITING_REVIEW)
-    assert "cancellation accepted" in await orders.cancel(stack.client, order_id, "changed my mind")
+    # The Update answers once the outcome is known: the order is cancelled (nothing was charged).
+    assert await orders.cancel(stack.client, order_id, "changed my mind") == "order cancelled"
     result = await handle.result()
     assert (result.state, result.payment, result.reason) == (OrderState.CANCELLED, PaymentState.NONE, "changed my mind")
     assert db_view(stack, order_id)["payments"] == []
@@ -90,7 +91,7 @@ async def start_charged(stack, scripted, prefix: str):
 
 async def test_cancel_after_charge_refunds(stack, scripted):
     order_id, handle = await start_charged(stack, scripted, "cancelpaid")
-    await orders.cancel(stack.client, order_id)
+    assert await orders.cancel(stack.client, order_id) == "order cancelled; the payment was refunded"
     result = await handle.result()
     assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.REFUNDED)
     view = db_view(stack, order_id)

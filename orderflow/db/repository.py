@@ -7,7 +7,9 @@ ignore duplicates; state changes are conditional updates that only move forward.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from orderflow.db.schema import events, orders, payments, shipments
-from orderflow.errors import OrderNotFound, PaymentClosed, PaymentConflict
+from orderflow.db.schema import events, orders, payments, shipments, steps
+from orderflow.errors import OrderNotFound, PaymentClosed, PaymentConflict, ShipmentClosed
 from orderflow.models import LIFECYCLE, TERMINAL_STATES, AuditEvent, Item, OrderState, PaymentState
 
 TERMINAL = [s.value for s in TERMINAL_STATES]
@@ -36,7 +38,7 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        engine = sa.create_engine(url, connect_args={"timeout": 10, "check_same_thread": False})
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # WAL lets readers run beside the writer
@@ -46,24 +48,85 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
+    # Every network call is bounded: a black-holed server fails a connect in 3 s and a query in
+    # 5 s instead of hanging a worker thread (and /healthz) for minutes.
     return sa.create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, isolation_level="READ COMMITTED"
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, isolation_level="READ COMMITTED",
+        pool_timeout=5, connect_args={"connect_timeout": 3, "read_timeout": 5, "write_timeout": 5},
     )
 
 
-def _insert_ignore(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> None:
-    """INSERT that skips rows whose unique key already exists, on every supported dialect."""
+def _insert_ignore(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]]) -> int:
+    """INSERT that skips rows whose unique key already exists; returns how many it inserted."""
+    if not rows:
+        return 0
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+
+        return conn.execute(insert(table).on_conflict_do_nothing(), list(rows)).rowcount
+    return conn.execute(sa.insert(table).prefix_with("IGNORE"), list(rows)).rowcount
+
+
+def _upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], key: str) -> None:
+    """INSERT, or overwrite the row with the same ``key`` (the last writer wins)."""
     if not rows:
         return
-    dialect = conn.dialect.name
-    if dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    elif dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table)
+        stmt = stmt.on_conflict_do_update(index_elements=[key], set_={c: stmt.excluded[c] for c in rows[0] if c != key})
     else:
-        conn.execute(sa.insert(table).prefix_with("IGNORE"), list(rows))
-        return
-    conn.execute(insert(table).on_conflict_do_nothing(), list(rows))
+        from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+        stmt = mysql_insert(table)
+        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in rows[0] if c != key})
+    conn.execute(stmt, list(rows))
+
+
+def _starts_with(column: sa.ColumnElement, prefix: str) -> sa.ColumnElement:
+    """``column`` begins with ``prefix`` (no LIKE, so ids with ``_`` or ``%`` need no escaping)."""
+    return sa.func.substr(column, 1, len(prefix)) == prefix
+
+
+def _event_row(e: AuditEvent) -> dict[str, Any]:
+    return dict(event_key=e.key, order_id=e.order_id, type=e.type, step=e.step,
+                attempt=e.attempt, payload_json=e.detail, ts=parse_ts(e.ts))
+
+
+def _effect_event(order_id: str, type: str, **detail: Any) -> dict[str, Any]:
+    """An audit row written in the same transaction as the effect it reports, with a key of
+    its own: if an effect were ever applied twice, the trail would show it twice."""
+    return dict(event_key=f"effect:{uuid.uuid4().hex}", order_id=order_id, type=type, step=None, attempt=None,
+                payload_json=detail, ts=utcnow())
+
+
+@dataclass
+class StepRecord:
+    """A row of ``steps``: the idempotency record of one step execution key."""
+
+    key: str
+    status: str  # running | succeeded | failed | abandoned
+    attempts: int
+    failures: int
+    result: Any = None
+    error: str | None = None
+    attempt_errors: list[str] | None = None  # filled by close_step: each failed / timed-out attempt, in order
+
+    @property
+    def final(self) -> bool:
+        return self.status != "running"
+
+    @property
+    def timeouts(self) -> int:
+        """Attempts that neither failed nor succeeded: cut by the attempt timeout (or a crash)."""
+        done = 1 if self.status == "succeeded" else 0
+        in_flight = 1 if self.status == "running" and self.attempts else 0
+        return max(self.attempts - self.failures - done - in_flight, 0)
+
+
+def _step_record(row: Any) -> StepRecord:
+    return StepRecord(row.step_key, row.status, row.attempts, row.failures, row.result_json, row.error)
 
 
 def _payment_row(payment_id: str, order_id: str, status: PaymentState, amount: int) -> dict[str, Any]:
@@ -91,8 +154,14 @@ class Repository:
         self, order_id: str, payment_id: str, items: Iterable[Item], address: str,
         state: OrderState = OrderState.RECEIVED,
     ) -> None:
+        with self.engine.begin() as conn:
+            _insert_ignore(conn, orders, [self.order_row(order_id, payment_id, items, address, state)])
+
+    @staticmethod
+    def order_row(order_id: str, payment_id: str, items: Iterable[Item], address: str,
+                  state: OrderState) -> dict[str, Any]:
         now = utcnow()
-        row = dict(
+        return dict(
             id=order_id,
             state=state.value,
             payment_id=payment_id,
@@ -102,8 +171,6 @@ class Repository:
             created_at=now,
             updated_at=now,
         )
-        with self.engine.begin() as conn:
-            _insert_ignore(conn, orders, [row])
 
     def get_order(self, order_id: str) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -117,19 +184,22 @@ class Repository:
             conn.execute(
                 sa.update(orders).where(orders.c.id == order_id).values(validated=True, updated_at=utcnow())
             )
-        self.advance_state(order_id, OrderState.VALIDATED)
 
     def advance_state(self, order_id: str, state: OrderState, reason: str | None = None) -> bool:
-        """Move the order forward to ``state``; a late or repeated write changes nothing."""
+        """Persist ``state`` (the workflow decided it); a late or repeated write changes nothing."""
+        with self.engine.begin() as conn:
+            return self._advance(conn, order_id, state, reason)
+
+    @staticmethod
+    def _advance(conn: Connection, order_id: str, state: OrderState, reason: str | None = None) -> bool:
         values: dict[str, Any] = {"state": state.value, "updated_at": utcnow()}
         if reason is not None:
             values["reason"] = reason
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                sa.update(orders)
-                .where(orders.c.id == order_id, orders.c.state.in_(_states_before(state)))
-                .values(**values)
-            )
+        result = conn.execute(
+            sa.update(orders)
+            .where(orders.c.id == order_id, orders.c.state.in_(_states_before(state)))
+            .values(**values)
+        )
         return result.rowcount > 0
 
     def update_address(self, order_id: str, address: str) -> None:
@@ -144,7 +214,10 @@ class Repository:
     def charge_payment(self, payment_id: str, order_id: str, amount: int) -> int:
         """Charge once per payment id; a repeat of the same charge returns the first amount."""
         with self.engine.begin() as conn:
-            _insert_ignore(conn, payments, [_payment_row(payment_id, order_id, PaymentState.CHARGED, amount)])
+            inserted = _insert_ignore(conn, payments, [_payment_row(payment_id, order_id, PaymentState.CHARGED, amount)])
+            if inserted:
+                _insert_ignore(conn, events, [_effect_event(order_id, "payment_charged", payment_id=payment_id,
+                                                            amount=amount)])
             stored = conn.execute(
                 sa.select(payments).where(payments.c.payment_id == payment_id)
             ).mappings().one()
@@ -152,7 +225,6 @@ class Repository:
             raise PaymentConflict(f"payment {payment_id} belongs to order {stored['order_id']}")
         if stored["status"] != PaymentState.CHARGED.value:
             raise PaymentClosed(f"payment {payment_id} is {stored['status']}")
-        self.advance_state(order_id, OrderState.CHARGED)
         return stored["amount"]
 
     def refund_payment(self, payment_id: str, order_id: str) -> PaymentState:
@@ -161,24 +233,33 @@ class Repository:
         The void row makes a charge attempt that is still in flight a no-op.
         """
         tombstone = _payment_row(payment_id, order_id, PaymentState.VOIDED, 0)
-        with self.engine.begin() as conn:
-            # UPDATE before INSERT: taking the row's exclusive lock first keeps two concurrent
-            # refunds from deadlocking on MySQL (shared lock from INSERT IGNORE, then upgrade).
-            conn.execute(
-                sa.update(payments)
-                .where(
-                    payments.c.payment_id == payment_id,
-                    payments.c.order_id == order_id,
-                    payments.c.status == PaymentState.CHARGED.value,
-                )
-                .values(status=PaymentState.REFUNDED.value, updated_at=utcnow())
-            )
-            _insert_ignore(conn, payments, [tombstone])
-            stored = conn.execute(
-                sa.select(payments).where(payments.c.payment_id == payment_id)
-            ).mappings().one()
-        if stored["order_id"] != order_id:
-            return PaymentState.NONE  # the id is another order's; nothing of ours was charged
+        # On MySQL (READ COMMITTED) a late charge can commit between our UPDATE (it matched
+        # nothing) and our INSERT IGNORE (it then skips the charged row): the refund would see
+        # `charged`. The second round refunds that charge; after a round the row exists, so
+        # two rounds always suffice (tested with real concurrent connections on MariaDB).
+        for _ in range(3):
+            with self.engine.begin() as conn:
+                # UPDATE before INSERT: taking the row's exclusive lock first keeps two concurrent
+                # refunds from deadlocking on MySQL (shared lock from INSERT IGNORE, then upgrade).
+                refunded = conn.execute(
+                    sa.update(payments)
+                    .where(
+                        payments.c.payment_id == payment_id,
+                        payments.c.order_id == order_id,
+                        payments.c.status == PaymentState.CHARGED.value,
+                    )
+                    .values(status=PaymentState.REFUNDED.value, updated_at=utcnow())
+                ).rowcount
+                if refunded:
+                    _insert_ignore(conn, events, [_effect_event(order_id, "payment_refunded", payment_id=payment_id)])
+                _insert_ignore(conn, payments, [tombstone])
+                stored = conn.execute(
+                    sa.select(payments).where(payments.c.payment_id == payment_id)
+                ).mappings().one()
+            if stored["order_id"] != order_id:
+                return PaymentState.NONE  # the id is another order's; nothing of ours was charged
+            if stored["status"] != PaymentState.CHARGED.value:
+                break
         return PaymentState(stored["status"])
 
     # -- shipments ------------------------------------------------------------
@@ -191,51 +272,180 @@ class Repository:
         with self.engine.begin() as conn:
             _insert_ignore(conn, shipments, [row])
 
-    def dispatch_shipment(self, order_id: str, shipment_no: int, address: str) -> None:
-        if self._leave_prepared(order_id, shipment_no, status="dispatched", address=address):
-            self.advance_state(order_id, OrderState.DISPATCHED)
+    def dispatch_shipment(self, order_id: str, shipment_no: int, address: str) -> str:
+        """Dispatch a prepared shipment; returns the address it went to.
+
+        A shipment already dispatched answers with its recorded address (the carrier has it);
+        one that was settled (failed, cancelled) or never prepared raises ShipmentClosed: a
+        dispatch after the workflow gave up must not report success for a write it did not make.
+        """
+        with self.engine.begin() as conn:
+            moved = self._leave_prepared(conn, order_id, shipment_no, status="dispatched", address=address)
+            if moved:
+                _insert_ignore(conn, events, [_effect_event(order_id, "shipment_dispatched",
+                                                            shipment_no=shipment_no, address=address)])
+            row = self._shipment(conn, order_id, shipment_no)
+        if row is None or row.status != "dispatched":
+            raise ShipmentClosed(f"shipment {shipment_no} is {row.status if row else 'not prepared'}")
+        return row.address
 
     def settle_shipment(self, order_id: str, shipment_no: int, status: str) -> str:
         """Close a shipment the workflow gave up on, and return what it finally is.
 
         A dispatch attempt that timed out may still have written ``dispatched``; then that is
         the answer, and the caller must treat the parcel as sent. After this call no late
-        write can change the shipment any more (late writes only move ``prepared`` rows).
+        write can change the shipment: a late dispatch finds it closed (ShipmentClosed), and
+        a late prepare of a shipment that never got one finds the tombstone row.
         """
-        self._leave_prepared(order_id, shipment_no, status=status)
-        with self.engine.connect() as conn:
-            final = conn.execute(
-                sa.select(shipments.c.status).where(
-                    shipments.c.order_id == order_id, shipments.c.shipment_no == shipment_no
-                )
-            ).scalar_one_or_none()
-        return final or status  # no row: PreparePackage never got through; nothing was sent
-
-    def _leave_prepared(self, order_id: str, shipment_no: int, **values: Any) -> bool:
-        """Move a prepared shipment on; one that already moved on stays as it is."""
+        now = utcnow()
         with self.engine.begin() as conn:
-            result = conn.execute(
-                sa.update(shipments)
-                .where(
-                    shipments.c.order_id == order_id,
-                    shipments.c.shipment_no == shipment_no,
-                    shipments.c.status == "prepared",
-                )
-                .values(**values, updated_at=utcnow())
+            self._leave_prepared(conn, order_id, shipment_no, status=status)
+            _insert_ignore(conn, shipments, [dict(order_id=order_id, shipment_no=shipment_no, status=status,
+                                                  address="", created_at=now, updated_at=now)])
+            row = self._shipment(conn, order_id, shipment_no)
+        return row.status
+
+    def shipment_address(self, order_id: str, shipment_no: int) -> str | None:
+        with self.engine.connect() as conn:
+            row = self._shipment(conn, order_id, shipment_no)
+        return row.address if row else None
+
+    @staticmethod
+    def _shipment(conn: Connection, order_id: str, shipment_no: int) -> Any:
+        return conn.execute(
+            sa.select(shipments).where(shipments.c.order_id == order_id, shipments.c.shipment_no == shipment_no)
+        ).first()
+
+    @staticmethod
+    def _leave_prepared(conn: Connection, order_id: str, shipment_no: int, **values: Any) -> bool:
+        """Move a prepared shipment on; one that already moved on stays as it is."""
+        result = conn.execute(
+            sa.update(shipments)
+            .where(
+                shipments.c.order_id == order_id,
+                shipments.c.shipment_no == shipment_no,
+                shipments.c.status == "prepared",
             )
+            .values(**values, updated_at=utcnow())
+        )
         return result.rowcount > 0
+
+    # -- steps: one idempotency record per step execution key -------------------------
+    def begin_attempt(self, key: str, order_id: str, step: str) -> tuple[int, StepRecord]:
+        """Count a new attempt of step ``key``; returns (its number, the record).
+
+        A step that already has an outcome is not counted: the caller answers with the
+        recorded outcome. Numbers come from the database, so they stay unique when a
+        discarded workflow task runs the step again.
+        """
+        now = utcnow()
+        with self.engine.begin() as conn:
+            _insert_ignore(conn, steps, [dict(step_key=key, order_id=order_id, step=step, status="running",
+                                              attempts=0, failures=0, created_at=now, updated_at=now)])
+            conn.execute(
+                sa.update(steps).where(steps.c.step_key == key, steps.c.status == "running")
+                .values(attempts=steps.c.attempts + 1, updated_at=now)
+            )
+            record = self._step(conn, key)
+        return record.attempts, record
+
+    def record_attempt(self, key: str, event: AuditEvent, failed: bool) -> None:
+        """Write one attempt's audit event; a failed attempt also counts as a failure."""
+        with self.engine.begin() as conn:
+            if _insert_ignore(conn, events, [_event_row(event)]) and failed:
+                conn.execute(sa.update(steps).where(steps.c.step_key == key)
+                             .values(failures=steps.c.failures + 1, updated_at=utcnow()))
+
+    def close_step(self, key: str, status: str, *, result: Any = None, error: str | None = None,
+                   order_state: OrderState | None = None, order_id: str | None = None,
+                   timeout_event: AuditEvent | None = None) -> StepRecord:
+        """Record the step's outcome unless one is recorded already; return the final record.
+
+        The first outcome wins (an attempt that succeeded late cannot undo an abandonment,
+        nor a settlement a success), and ``order_state`` is persisted only with a success.
+        Attempts that left no event (cut by the attempt timeout) get their ``attempt_timed_out``
+        event here, numbered, so the trail has one event per failed or timed-out attempt.
+        """
+        with self.engine.begin() as conn:
+            closed = conn.execute(
+                sa.update(steps).where(steps.c.step_key == key, steps.c.status == "running")
+                .values(status=status, result_json=result, error=error, updated_at=utcnow())
+            ).rowcount
+            record = self._step(conn, key)
+            if closed and status == "succeeded" and order_state is not None and order_id is not None:
+                self._advance(conn, order_id, order_state)
+            if closed and timeout_event is not None:
+                prefix = f"step:{key}#"
+                have = {k: (t, p) for k, t, p in conn.execute(
+                    sa.select(events.c.event_key, events.c.type, events.c.payload_json).where(
+                        events.c.order_id == timeout_event.order_id, _starts_with(events.c.event_key, prefix)))}
+                last = record.attempts - (1 if status == "succeeded" else 0)
+                missing = [
+                    _event_row(AuditEvent(key=f"{prefix}{n}", order_id=timeout_event.order_id, type="attempt_timed_out",
+                                          ts=timeout_event.ts, step=timeout_event.step, attempt=n,
+                                          detail=timeout_event.detail))
+                    for n in range(1, last + 1) if f"{prefix}{n}" not in have
+                ]
+                _insert_ignore(conn, events, missing)
+                record.attempt_errors = []
+                for n in range(1, last + 1):
+                    type_, payload = have.get(f"{prefix}{n}", ("attempt_timed_out", {}))
+                    record.attempt_errors.append(
+                        f"{timeout_event.step}: {(payload or {}).get('error') or 'timed out'}"
+                        if type_ != "attempt_timed_out" else f"{timeout_event.step}: attempt {n} timed out")
+        return record
+
+    def settle_step(self, key: str, order_id: str, step: str) -> StepRecord:
+        """Close a step the workflow gave up on (``abandoned``) unless it has an outcome; return it."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            _insert_ignore(conn, steps, [dict(step_key=key, order_id=order_id, step=step, status="abandoned",
+                                              attempts=0, failures=0, created_at=now, updated_at=now)])
+            conn.execute(sa.update(steps).where(steps.c.step_key == key, steps.c.status == "running")
+                         .values(status="abandoned", error="abandoned at the order's deadline", updated_at=now))
+            return self._step(conn, key)
+
+    def step_record(self, key: str) -> StepRecord | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(steps).where(steps.c.step_key == key)).first()
+        return _step_record(row) if row else None
+
+    @staticmethod
+    def _step(conn: Connection, key: str) -> StepRecord:
+        return _step_record(conn.execute(sa.select(steps).where(steps.c.step_key == key)).one())
+
+    # -- workflow progress ----------------------------------------------------------------
+    def write_progress(self, order_id: str, batch: Sequence[AuditEvent], *, state: OrderState | None = None,
+                       reason: str | None = None, address: str | None = None, complete_prefix: str | None = None,
+                       order_row: dict[str, Any] | None = None) -> None:
+        """Persist what a workflow decided, in one transaction.
+
+        Workflow events are overwritten by key (a re-run of a discarded task writes its own
+        version of the same sequence numbers); ``complete_prefix`` marks the order's final
+        write: the run's events are then exactly ``batch``, so none from a discarded task stays.
+        """
+        with self.engine.begin() as conn:
+            if order_row is not None:
+                _insert_ignore(conn, orders, [order_row])
+            if address is not None:  # the final write is the workflow's last word, even on an ended row
+                live = orders.c.state.not_in(TERMINAL) if complete_prefix is None else sa.true()
+                conn.execute(sa.update(orders).where(orders.c.id == order_id, live)
+                             .values(address=address, updated_at=utcnow()))
+            if state is not None:
+                self._advance(conn, order_id, state, reason)
+            _upsert(conn, events, [_event_row(e) for e in batch], "event_key")
+            if complete_prefix is not None:
+                keep = [e.key for e in batch if e.key.startswith(complete_prefix)]
+                conn.execute(sa.delete(events).where(
+                    events.c.order_id == order_id,
+                    _starts_with(events.c.event_key, complete_prefix),
+                    events.c.event_key.not_in(keep),
+                ))
 
     # -- audit events ---------------------------------------------------------
     def append_events(self, batch: Sequence[AuditEvent]) -> None:
-        rows = [
-            dict(
-                event_key=e.key, order_id=e.order_id, type=e.type, step=e.step,
-                attempt=e.attempt, payload_json=e.detail, ts=parse_ts(e.ts),
-            )
-            for e in batch
-        ]
         with self.engine.begin() as conn:
-            _insert_ignore(conn, events, rows)
+            _insert_ignore(conn, events, [_event_row(e) for e in batch])
 
     # -- reads ----------------------------------------------------------------
     def ping(self) -> bool:

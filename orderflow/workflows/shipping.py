@@ -1,7 +1,8 @@
 """ShippingWorkflow: the child on ``shipping-tq`` that prepares and dispatches one shipment.
 
-When dispatch cannot succeed it signals the parent ``DispatchFailed(reason)``
-and ends; the parent decides whether to try another shipment.
+When dispatch cannot succeed it settles the shipment (so no late attempt can dispatch it
+afterwards), signals the parent ``DispatchFailed(reason)`` and ends; the parent decides
+whether to try another shipment. Its audit events travel to the parent in its result.
 """
 
 from __future__ import annotations
@@ -10,16 +11,13 @@ import asyncio
 from datetime import datetime
 
 from temporalio import workflow
+from temporalio.exceptions import FailureError
 
-from orderflow.models import (
-    Activity,
-    SettleRequest,
-    ShipmentRequest,
-    ShippingRequest,
-    ShippingResult,
-    Signal,
-)
-from orderflow.workflows.steps import StepError, StepRunner
+from orderflow.models import OrderState, ShippingRequest, ShippingResult, Signal, StepRequest
+from orderflow.workflows.steps import AuditTrail, StepError, StepRunner
+
+with workflow.unsafe.imports_passed_through():
+    from orderflow.activities import ShippingActivities
 
 
 @workflow.defn(name="ShippingWorkflow")
@@ -29,48 +27,55 @@ class ShippingWorkflow:
         self.req = req
         self.address = req.address
         self.dispatched = False
-        self.runner = StepRunner(req.order_id, req.policy)
+        self.trail = AuditTrail(req.order_id)  # its events reach the database through the parent
+        self.steps = StepRunner(req.policy, self.trail)
 
     @workflow.run
     async def run(self, req: ShippingRequest) -> ShippingResult:
         deadline = datetime.fromisoformat(req.deadline)
         try:
-            await self.runner.run("prepare", Activity.PREPARE_PACKAGE, self._request, deadline=deadline)
-            await self.runner.run(
-                "dispatch", Activity.DISPATCH_CARRIER, self._request,
-                deadline=deadline, max_attempts=req.policy.dispatch_attempts,
-            )
+            await self.steps.run(ShippingActivities.prepare_package, self._request("prepare", OrderState.SHIPPING),
+                                 deadline=deadline)
+            # The core retries dispatch up to ``dispatch_attempts`` times; the activity counts
+            # attempts in the database, so a re-run of this task cannot add five more.
+            dispatch = self._request("dispatch", OrderState.DISPATCHED)
+            dispatch.max_attempts = req.policy.dispatch_attempts
+            result = await self.steps.run(ShippingActivities.dispatch_carrier, dispatch, deadline=deadline,
+                                          settle=False)
+            self.address = result.detail.get("address") or self.address
         except StepError as err:
-            if await self._settle("failed") != "dispatched":
-                await self.runner.flush()
-                parent = workflow.get_external_workflow_handle(req.parent_workflow_id)
-                await parent.signal(Signal.DISPATCH_FAILED, err.reason)
+            settled = await self.steps.settle(self._request("dispatch"), shipment_status="failed")
+            if settled.shipment != "dispatched":
+                await self._tell_parent(err.reason)
                 return self._result(dispatched=False, reason=err.reason)
-            self.runner.event("late_dispatch_found", "dispatch", req.shipment_no)
+            self.trail.record("late_dispatch_found", "dispatch", req.shipment_no)
+            self.address = settled.address or self.address
         except asyncio.CancelledError:
-            if await self._settle("cancelled") != "dispatched":
-                self.runner.event("shipment_cancelled", "shipping", req.shipment_no)
-                await self.runner.flush()
+            settled = await self.steps.settle(self._request("dispatch"), shipment_status="cancelled")
+            if settled.shipment != "dispatched":
+                self.trail.record("shipment_cancelled", "shipping", req.shipment_no)
                 raise
-            self.runner.event("late_dispatch_found", "dispatch", req.shipment_no)  # too late to cancel
+            self.trail.record("late_dispatch_found", "dispatch", req.shipment_no)  # too late to cancel
+            self.address = settled.address or self.address
         self.dispatched = True
-        self.runner.event("dispatched", "dispatch", req.shipment_no, address=self.address)
-        await self.runner.flush()
+        self.trail.record("dispatched", "dispatch", req.shipment_no, address=self.address)
         return self._result(dispatched=True, reason=None)
 
-    async def _settle(self, status: str) -> str:
-        """Close the shipment unless an attempt that timed out did dispatch it after all."""
-        return await self.runner.bookkeeping(
-            Activity.SETTLE_SHIPMENT, SettleRequest(self.req.order_id, self.req.shipment_no, status), str
-        )
+    async def _tell_parent(self, reason: str) -> None:
+        parent = workflow.get_external_workflow_handle(self.req.parent_workflow_id)
+        try:
+            await parent.signal(Signal.DISPATCH_FAILED, reason)
+        except FailureError as err:  # the parent ended meanwhile: our result is what it needs
+            self.trail.record("parent_unreachable", "shipping", error=str(err))
 
-    def _request(self, attempt: int) -> ShipmentRequest:
-        return ShipmentRequest(
+    def _request(self, step: str, state: OrderState | None = None) -> StepRequest:
+        return StepRequest(
             order_id=self.req.order_id,
-            shipment_no=self.req.shipment_no,
-            address=self.address,
+            step=step,
             items=self.req.items,
-            attempt=attempt,
+            address=self.address,
+            shipment_no=self.req.shipment_no,
+            state=state,
         )
 
     def _result(self, dispatched: bool, reason: str | None) -> ShippingResult:
@@ -79,24 +84,26 @@ class ShippingWorkflow:
             dispatched=dispatched,
             address=self.address,
             reason=reason,
-            steps=dict(self.runner.steps),
+            steps=dict(self.steps.stats),
+            events=list(self.trail.events),
         )
 
     @workflow.signal(name=Signal.UPDATE_ADDRESS)
     def update_address(self, new_address: str) -> None:
+        """Reaches the dispatch step if it has not begun (a step's attempts share one input)."""
         if self.dispatched:
-            self.runner.event("signal_rejected", name=Signal.UPDATE_ADDRESS, detail="already dispatched")
+            self.trail.record("signal_rejected", name=Signal.UPDATE_ADDRESS, detail="already dispatched")
             return
         self.address = new_address
-        self.runner.event("signal_accepted", name=Signal.UPDATE_ADDRESS, detail=new_address)
+        self.trail.record("signal_accepted", name=Signal.UPDATE_ADDRESS, detail=new_address)
 
     @workflow.query(name="status")
     def status(self) -> dict:
         return {
             "order_id": self.req.order_id,
             "shipment_no": self.req.shipment_no,
-            "step": self.runner.current_step,
+            "step": self.steps.current,
             "address": self.address,
             "dispatched": self.dispatched,
-            "recent_errors": list(self.runner.errors),
+            "recent_errors": list(self.steps.errors),
         }

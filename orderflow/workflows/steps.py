@@ -1,8 +1,21 @@
-"""How both workflows run a flaky step, count its tries and keep the audit trail.
+"""How both workflows run a flaky step, and how they keep their audit trail.
 
-The workflow drives retries itself, one activity attempt per call, so that
-``status()`` can show attempts, failures and timeouts while they happen, and so
-a step stops retrying before the order's deadline instead of being killed there.
+A step is ONE activity call whose attempts the SDK core retries (``RetryPolicy``): each
+attempt gets ``attempt_timeout_seconds`` (start-to-close), failures are retried after a
+short backoff, and the whole step gets the time left until the order's deadline
+(schedule-to-close). No workflow activation and no history event per attempt: measured,
+that is what made an order cost ~0.4 CPU-seconds (see README "Meeting 15 seconds").
+
+The activity records every attempt under the step's key (workflow id / run id / step) in
+the database, and answers a repeated execution of the same key with the recorded outcome.
+That is what makes local activities safe: when a workflow task is discarded (a server
+restart, a signal that arrives while the task runs), its local activities run again, and
+they must converge on what the first execution recorded instead of taking another random path.
+
+Decisions never read ``workflow.now()`` right after a local-activity result: live, that
+result may be delivered in a later workflow task than the one replay applies it in, so the
+clock differs and a branch on it is nondeterministic (the evidence history in issue 9).
+Deadlines become timers (``OrderWorkflow._deadline_timer``) or activity timeouts instead.
 """
 
 from __future__ import annotations
@@ -16,11 +29,15 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutError
 
-from orderflow.models import Activity, AuditEvent, OrderState, ProgressRecord, StepPolicy, StepStats
+from orderflow.models import AuditEvent, SettleRequest, Settled, StepPolicy, StepRequest, StepResult, StepStats
+
+with workflow.unsafe.imports_passed_through():
+    from orderflow.activities import ProgressActivities
 
 RECENT_ERRORS = 10
-ONE_ATTEMPT = RetryPolicy(maximum_attempts=1)
+# Bookkeeping (database only, never flaky) retries until the database answers.
 BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=50), maximum_interval=timedelta(seconds=1))
+BOOKKEEPING_TIMEOUT = timedelta(seconds=5)
 
 
 class StepError(Exception):
@@ -33,37 +50,36 @@ class StepError(Exception):
 
 
 class StepFailed(StepError):
-    """The activity raised a business (non-retryable) error."""
+    """The step recorded a business (non-retryable) failure, or used up its attempts."""
 
 
 class StepAbandoned(StepError):
-    """Out of time or out of attempts."""
+    """Out of time: the deadline passed before an attempt succeeded."""
 
 
 class StepInterrupted(StepError):
-    """Stopped between attempts because the order is being cancelled."""
+    """Stopped because the order is being cancelled."""
 
 
-class StepRunner:
-    """Step statistics, recent errors and the outbox of audit events of one workflow run."""
+class AuditTrail:
+    """The workflow's own audit events: what it decided, in order, keyed by sequence number.
 
-    def __init__(self, order_id: str, policy: StepPolicy):
+    Written when the order awaits review (``take()``) and, whole, by the order's final write,
+    which also removes any event a discarded workflow task wrote and the committed run did not
+    repeat. (The attempts of each step are written live by the activities themselves.)
+    """
+
+    def __init__(self, order_id: str):
         self.order_id = order_id
-        self.policy = policy
-        self.steps: dict[str, StepStats] = {}
-        self.errors: list[str] = []
-        self.current_step = "start"
-        self._outbox: list[AuditEvent] = []
-        self._seq = 0
-
-    # -- audit trail ------------------------------------------------------------------
-    def event(self, type: str, step: str | None = None, attempt: int | None = None, **detail: Any) -> None:
-        """Queue one audit event (written by the next flush) and log it."""
-        self._seq += 1
+        self.events: list[AuditEvent] = []
+        self._unsent = 0
         info = workflow.info()
-        self._outbox.append(
+        self.prefix = f"wf:{info.workflow_id}/{info.run_id}/"
+
+    def record(self, type: str, step: str | None = None, attempt: int | None = None, **detail: Any) -> None:
+        self.events.append(
             AuditEvent(
-                key=f"{info.workflow_id}/{info.run_id}/{self._seq}",
+                key=f"{self.prefix}{len(self.events) + 1}",
                 order_id=self.order_id,
                 type=type,
                 ts=workflow.now().isoformat(),
@@ -75,104 +91,138 @@ class StepRunner:
         fields = {"event": type, "order_id": self.order_id, "step": step, "attempt": attempt, **detail}
         workflow.logger.info(type, extra={"orderflow": fields})
 
-    async def flush(self, state: OrderState | None = None, reason: str | None = None, **extra: Any) -> None:
-        """Write queued events (and a new state, address or missing order row) to the database."""
-        record = ProgressRecord(order_id=self.order_id, events=self._outbox, state=state, reason=reason, **extra)
-        self._outbox = []
-        await self.bookkeeping(Activity.RECORD_PROGRESS, record)
+    def take(self) -> list[AuditEvent]:
+        """The events not handed to an activity yet."""
+        unsent, self._unsent = self.events[self._unsent:], len(self.events)
+        return unsent
 
-    async def bookkeeping(self, activity_name: str, arg: Any, result_type: type | None = None) -> Any:
-        """Run a database-only activity (no flaky call) until it succeeds."""
-        return await self._execute(activity_name, arg, result_type, timedelta(seconds=5), BOOKKEEPING_RETRY)
+    def adopt(self, events: list[AuditEvent]) -> None:
+        """Take over a child's events (they reached us through its committed result)."""
+        self.events.extend(events)
 
-    # -- running steps ----------------------------------------------------------------
+
+class StepRunner:
+    """Runs the steps of one workflow run and keeps what status() shows about them."""
+
+    def __init__(self, policy: StepPolicy, trail: AuditTrail):
+        self.policy = policy
+        self.trail = trail
+        self.stats: dict[str, StepStats] = {}
+        self.errors: list[str] = []
+        self.current = "start"
+
+    def retry_policy(self, max_attempts: int = 0) -> RetryPolicy:
+        p = self.policy
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=p.retry_initial_seconds),
+            backoff_coefficient=p.retry_backoff,
+            maximum_interval=timedelta(seconds=p.retry_max_seconds),
+            maximum_attempts=max_attempts,
+        )
+
     async def run(
         self,
-        step: str,
-        activity_name: str,
-        make_request: Callable[[int], Any],
+        activity: Callable,
+        req: StepRequest,
         *,
-        result_type: type | None = None,
-        deadline: datetime | None = None,
-        max_attempts: int | None = None,
+        deadline: datetime | None,
         stop: Callable[[], bool] | None = None,
-    ) -> Any:
-        """Run ``activity_name`` until it succeeds, retrying failures and timeouts.
+        settle: bool = True,
+    ) -> StepResult:
+        """Run the step until it succeeds; raise StepFailed, StepAbandoned or StepInterrupted.
 
-        ``make_request(attempt)`` builds each attempt's input (so it sees the latest
-        address). Raises StepFailed, StepAbandoned (no time or attempts left before
-        ``deadline``/``max_attempts``) or StepInterrupted (``stop()`` became true).
+        ``deadline`` bounds the whole step (schedule-to-close); None retries until success
+        (marking shipped, refunding: after dispatch nothing is abandoned). ``stop()`` true
+        cancels the step at the next workflow task. With ``settle`` an abandoned step is
+        closed in the database first, and a late attempt that did succeed wins.
         """
-        stats = self.steps.setdefault(step, StepStats())
-        self.current_step = step
-        timeout = timedelta(seconds=self.policy.attempt_timeout_seconds)
-        attempt = 0
-        while True:
-            if stop is not None and stop():
-                stats.state = "abandoned"
-                raise StepInterrupted(step, f"{step} stopped: order is being cancelled")
-            if deadline is not None and workflow.now() + timeout > deadline:
-                stats.state = "abandoned"
-                self.event("step_abandoned", step, attempt, reason="deadline")
-                raise StepAbandoned(step, f"{step} did not succeed before the order's deadline")
-            if max_attempts is not None and attempt >= max_attempts:
-                stats.state = "abandoned"
-                self.event("step_abandoned", step, attempt, reason="attempts exhausted")
-                raise StepAbandoned(step, f"{step} failed {attempt} times: {self.errors[-1]}")
-            attempt += 1
-            stats.attempts += 1
-            stats.state = "running"
-            try:
-                result = await self._execute(activity_name, make_request(attempt), result_type, timeout, ONE_ATTEMPT)
-            except FailureError as err:
-                # Live, a failed attempt arrives as ActivityError(cause); when a local activity's
-                # marker is replayed, as the cause itself. Both must take the same branch.
-                cause = err.cause if isinstance(err, ActivityError) else err
-                if isinstance(cause, TimeoutError):
-                    stats.timeouts += 1
-                    kind, message = "attempt_timed_out", f"{step}: timed out after {timeout.total_seconds()} s"
-                else:
-                    message = f"{step}: {(cause or err).message}"
-                    if isinstance(cause, ApplicationError) and cause.non_retryable:
-                        stats.state = "failed"
-                        self._error(message)
-                        self.event("step_failed", step, attempt, error=message)
-                        raise StepFailed(step, message) from err
-                    stats.failures += 1
-                    kind = "attempt_failed"
-                self._error(message)
-                self.event(kind, step, attempt, error=message)
-                if not self.policy.local_activities or attempt % self.policy.attempts_per_task == 0:
-                    # Local activities retry inside the same workflow task, which holds back
-                    # signals, updates and queries until it ends; every few failed attempts a
-                    # 1 ms timer ends it so they get in. Regular activities pause every time
-                    # (that is their backoff).
-                    await self._pause(stop)
-                continue
-            stats.state = "done"
-            return result
-
-    def _error(self, message: str) -> None:
-        self.errors = (self.errors + [message])[-RECENT_ERRORS:]
-
-    async def _pause(self, stop: Callable[[], bool] | None) -> None:
-        """A short timer between attempts; a cancellation wakes it early."""
-        try:
-            await workflow.wait_condition(
-                lambda: stop is not None and stop(),
-                timeout=self.policy.retry_pause_seconds,
-                timeout_summary="retry pause",
-            )
-        except asyncio.TimeoutError:
-            pass
-
-    async def _execute(
-        self, name: str, arg: Any, result_type: type | None, timeout: timedelta, retry: RetryPolicy
-    ) -> Any:
-        if self.policy.local_activities:
-            return await workflow.execute_local_activity(
-                name, arg, result_type=result_type, start_to_close_timeout=timeout, retry_policy=retry
-            )
-        return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=timeout, retry_policy=retry
+        step = req.step
+        self.current = step
+        self.stats[step] = StepStats(state="running")
+        options: dict[str, Any] = dict(
+            start_to_close_timeout=timedelta(seconds=self.policy.attempt_timeout_seconds),
+            retry_policy=self.retry_policy(req.max_attempts),
         )
+        if deadline is not None:
+            # Computed from the clock but never branched on: a timeout is not part of the
+            # command replay compares. At least one attempt's worth, so the step always runs.
+            left = max(deadline - workflow.now(), timedelta(seconds=self.policy.attempt_timeout_seconds))
+            options["schedule_to_close_timeout"] = left
+        if self.policy.local_activities:
+            call = workflow.execute_local_activity_method(
+                activity, req, local_retry_threshold=timedelta(seconds=self.policy.local_retry_threshold_seconds),
+                **options)
+        else:
+            call = workflow.execute_activity_method(activity, req, **options)
+        task = asyncio.ensure_future(call)
+        if stop is not None:
+            await workflow.wait_condition(lambda: task.done() or stop())
+            if not task.done():
+                task.cancel()  # the core cancels the running attempt; the step is settled below
+        interrupted = lambda: stop is not None and stop()  # noqa: E731
+        try:
+            result: StepResult = await task
+        except FailureError as err:
+            return await self._failed(req, err, settle, interrupted())
+        except asyncio.CancelledError as err:
+            if not interrupted():
+                raise  # the workflow itself is being cancelled: its caller settles
+            return await self._failed(req, err, settle, True)
+        self.stats[step] = result.stats()
+        for message in result.errors:
+            self.error(message)
+        return result
+
+    async def _failed(self, req: StepRequest, err: BaseException, settle: bool, interrupted: bool) -> StepResult:
+        step = req.step
+        # Live, a failed local activity arrives as ActivityError(cause); when its marker is
+        # replayed, as the cause itself. Both must take the same branch.
+        cause = err.cause if isinstance(err, ActivityError) else err
+        if isinstance(cause, ApplicationError) and cause.non_retryable:
+            stats = cause.details[0] if cause.details else {}
+            self.stats[step] = StepStats(stats.get("attempts", 0), stats.get("failures", 0), stats.get("timeouts", 0),
+                                         "failed")
+            for message in stats.get("errors", [])[:-1]:
+                self.error(message)
+            message = f"{step}: {cause.message}"
+            self.error(message)
+            raise StepFailed(step, message) from None
+        if settle:
+            settled = await self.settle(req)
+            self.stats[step] = StepStats(settled.attempts, settled.failures, settled.timeouts, "abandoned")
+            if settled.status == "succeeded" and settled.result is not None:
+                self.stats[step] = settled.result.stats()
+                return settled.result  # a late attempt got through before the step was closed
+            if settled.status == "failed":
+                self.stats[step].state = "failed"
+                self.error(f"{step}: {settled.error}")
+                raise StepFailed(step, f"{step}: {settled.error}") from None
+        else:
+            self.stats[step].state = "abandoned"
+        if interrupted:
+            raise StepInterrupted(step, f"{step} stopped: order is being cancelled") from None
+        if isinstance(cause, TimeoutError) or isinstance(err, asyncio.CancelledError):
+            message = f"{step} did not succeed before the order's deadline"
+        else:
+            message = f"{step}: {getattr(cause, 'message', None) or cause}"
+        self.error(message)
+        self.trail.record("step_abandoned", step, reason=message)
+        raise StepAbandoned(step, message) from None
+
+    async def settle(self, req: StepRequest, shipment_status: str = "") -> Settled:
+        """Close the step in the database (and, for a dispatch, its shipment); the truth wins."""
+        info = workflow.info()
+        return await self.bookkeeping(
+            ProgressActivities.settle_step,
+            SettleRequest(req.order_id, req.step, info.workflow_id, info.run_id, req.shipment_no, shipment_status),
+        )
+
+    async def bookkeeping(self, activity: Callable, arg: Any) -> Any:
+        """A database-only activity (no flaky call), retried until it succeeds."""
+        options: dict[str, Any] = dict(start_to_close_timeout=BOOKKEEPING_TIMEOUT, retry_policy=BOOKKEEPING_RETRY)
+        if self.policy.local_activities:
+            return await workflow.execute_local_activity_method(activity, arg, **options)
+        return await workflow.execute_activity_method(activity, arg, **options)
+
+    def error(self, message: str) -> None:
+        self.errors = (self.errors + [message])[-RECENT_ERRORS:]

@@ -5,7 +5,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from orderflow.errors import PaymentClosed, PaymentConflict
+from orderflow.errors import PaymentClosed, PaymentConflict, ShipmentClosed
 from orderflow.models import AuditEvent, Item, OrderState, PaymentState
 
 
@@ -77,7 +77,7 @@ def test_shipments_are_idempotent(repo):
     assert repo.settle_shipment(order_id, 1, "failed") == "dispatched"  # a dispatched shipment stays so
     ships = repo.order_view(order_id)["shipments"]
     assert [(s["shipment_no"], s["status"], s["address"]) for s in ships] == [(1, "dispatched", "b")]
-    assert repo.get_order(order_id)["state"] == "dispatched"
+    assert repo.get_order(order_id)["state"] == "shipping"  # the workflow decides states, not the repository
 
 
 def test_events_are_appended_once_per_key(repo):
@@ -106,10 +106,133 @@ def test_settling_a_shipment_fences_off_a_late_dispatch(repo):
     order_id, _ = fresh_order(repo, OrderState.SHIPPING)
     repo.prepare_shipment(order_id, 1, "a")
     assert repo.settle_shipment(order_id, 1, "failed") == "failed"
-    repo.dispatch_shipment(order_id, 1, "a")  # the late write finds nothing to move
+    with pytest.raises(ShipmentClosed):  # the late write is refused: no success for a write not made
+        repo.dispatch_shipment(order_id, 1, "a")
     assert [s["status"] for s in repo.order_view(order_id)["shipments"]] == ["failed"]
-    assert repo.get_order(order_id)["state"] == "shipping"
     repo.prepare_shipment(order_id, 2, "a")
-    repo.dispatch_shipment(order_id, 2, "a")  # this time the late write came first
+    assert repo.dispatch_shipment(order_id, 2, "a") == "a"  # this time the late write came first
     assert repo.settle_shipment(order_id, 2, "cancelled") == "dispatched"
-    assert repo.settle_shipment(order_id, 3, "failed") == "failed"  # never prepared
+    assert repo.settle_shipment(order_id, 3, "failed") == "failed"  # never prepared: a tombstone row
+    repo.prepare_shipment(order_id, 3, "a")  # a late prepare finds it
+    with pytest.raises(ShipmentClosed):
+        repo.dispatch_shipment(order_id, 3, "a")
+
+
+def _key() -> str:
+    return f"order-{uuid.uuid4().hex[:8]}/run/charge"
+
+
+def test_a_step_counts_attempts_and_its_first_outcome_is_final(repo):
+    order_id, _ = fresh_order(repo)
+    key = _key()
+    assert repo.begin_attempt(key, order_id, "charge")[0] == 1
+    event = AuditEvent(key=f"step:{key}#1", order_id=order_id, type="attempt_failed", ts="2026-11-26T00:00:00+00:00",
+                       step="charge", attempt=1, detail={"error": "Forced failure for testing"})
+    repo.record_attempt(key, event, failed=True)
+    repo.record_attempt(key, event, failed=True)  # the same attempt reported twice counts once
+    assert repo.begin_attempt(key, order_id, "charge")[0] == 2
+    assert repo.begin_attempt(key, order_id, "charge")[0] == 3
+    timeout = AuditEvent(key="", order_id=order_id, type="attempt_timed_out", ts="2026-11-26T00:00:01+00:00",
+                         step="charge")
+    done = repo.close_step(key, "succeeded", result={"value": 1}, order_state=OrderState.CHARGED, order_id=order_id,
+                           timeout_event=timeout)
+    assert (done.status, done.attempts, done.failures, done.timeouts) == ("succeeded", 3, 1, 1)
+    assert done.attempt_errors == ["charge: Forced failure for testing", "charge: attempt 2 timed out"]
+    assert repo.get_order(order_id)["state"] == "charged"
+    # A late attempt, a settlement and a second outcome change nothing.
+    n, again = repo.begin_attempt(key, order_id, "charge")
+    assert (n, again.status, again.result) == (3, "succeeded", {"value": 1})
+    assert repo.close_step(key, "failed", error="late").status == "succeeded"
+    assert repo.settle_step(key, order_id, "charge").status == "succeeded"
+    trail = [(e["type"], e["attempt"]) for e in repo.order_view(order_id)["events"] if e["step"] == "charge"]
+    assert sorted(trail, key=lambda t: t[1]) == [("attempt_failed", 1), ("attempt_timed_out", 2)]
+
+
+def test_a_settled_step_answers_abandoned_to_a_late_attempt(repo):
+    order_id, _ = fresh_order(repo)
+    key = _key()
+    repo.begin_attempt(key, order_id, "charge")
+    assert repo.settle_step(key, order_id, "charge").status == "abandoned"
+    late = repo.close_step(key, "succeeded", result={"value": 1}, order_state=OrderState.CHARGED, order_id=order_id)
+    assert late.status == "abandoned"
+    assert repo.get_order(order_id)["state"] == "received"  # the late success persisted no state
+    assert repo.settle_step(_key(), order_id, "validate").status == "abandoned"  # never started
+
+
+def test_the_final_progress_write_leaves_exactly_the_committed_events(repo):
+    """A discarded workflow task wrote events 1-4; the committed run decided differently (1-3)."""
+    order_id, _ = fresh_order(repo)
+    prefix = f"wf:order-{order_id}/run-1/"
+
+    def batch(types):
+        return [AuditEvent(key=f"{prefix}{n}", order_id=order_id, type=t, ts="2026-11-26T00:00:00+00:00")
+                for n, t in enumerate(types, 1)]
+
+    repo.write_progress(order_id, batch(["order_started", "step_abandoned", "compensation_started", "order_failed"]))
+    repo.write_progress(order_id, batch(["order_started", "state_changed", "order_shipped"]), state=OrderState.SHIPPED,
+                        address="new", complete_prefix=prefix)
+    assert [e["type"] for e in repo.order_view(order_id)["events"]] == ["order_started", "state_changed",
+                                                                         "order_shipped"]
+    assert (repo.get_order(order_id)["state"], repo.get_order(order_id)["address"]) == ("shipped", "new")
+
+
+@pytest.mark.mysql
+def test_ids_are_case_sensitive_on_mysql(mysql_url):
+    """utf8mb4's default collation would make order ABC write into order abc's rows."""
+    from orderflow.db.repository import Repository
+
+    repo = Repository.from_url(mysql_url)
+    try:
+        tag = uuid.uuid4().hex[:8]
+        lower, upper = f"abc-{tag}", f"ABC-{tag}"
+        repo.insert_order(lower, f"pay-{lower}", [Item("ABC")], "a")
+        repo.insert_order(upper, f"pay-{upper}", [Item("ABC")], "b")
+        assert repo.get_order(lower)["address"] == "a" and repo.get_order(upper)["address"] == "b"
+        repo.charge_payment(f"pay-{lower}", lower, 1)
+        assert repo.charge_payment(f"PAY-{lower}", upper, 1) == 1  # another payment id, not a conflict
+        assert repo.refund_payment(f"pay-{lower}", upper) == PaymentState.NONE  # cannot refund abc's payment
+        assert repo.order_view(lower)["payments"][0]["status"] == "charged"
+    finally:
+        repo.engine.dispose()
+
+
+@pytest.mark.mysql
+def test_a_refund_racing_a_late_charge_never_leaves_it_charged_on_mysql(mysql_url):
+    """Real concurrent connections: a charge attempt that timed out commits while the refund runs.
+
+    Before the fix the refund's UPDATE matched nothing, the charge committed, and the refund's
+    INSERT IGNORE skipped the charged row: the order ended cancelled with its payment charged.
+    """
+    from threading import Barrier
+
+    from orderflow.db.repository import Repository
+
+    repo = Repository.from_url(mysql_url)
+    try:
+        outcomes = []
+        for _ in range(40):
+            order_id, payment_id = fresh_order(repo)
+            barrier = Barrier(2)
+
+            def charge():
+                barrier.wait()
+                try:
+                    repo.charge_payment(payment_id, order_id, 1)
+                except PaymentClosed:
+                    pass
+
+            def refund():
+                barrier.wait()
+                return repo.refund_payment(payment_id, order_id)
+
+            with ThreadPoolExecutor(2) as pool:
+                late = pool.submit(charge)
+                answer = pool.submit(refund).result()
+                late.result()
+            stored = repo.order_view(order_id)["payments"][0]["status"]
+            assert answer in (PaymentState.REFUNDED, PaymentState.VOIDED), answer
+            assert stored == answer.value, (answer, stored)
+            outcomes.append(answer)
+        assert PaymentState.REFUNDED in outcomes or PaymentState.VOIDED in outcomes
+    finally:
+        repo.engine.dispose()

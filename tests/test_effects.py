@@ -1,0 +1,221 @@
+"""Effects agree with history (issue 8): discarded workflow tasks, racing commands, a missing worker.
+
+A workflow task is *discarded* when the server does not record it (a server restart, a signal
+that arrives while it runs): its local activities already wrote to the database, and the
+re-run executes them again. ``discard_once`` reproduces that on purpose: it fails the chosen
+workflow task once, right after the workflow code ran (the workers here run unsandboxed, in
+this process), so the server hands the task out again and the worker replays from the last
+committed event. The flaky draws are scripted (``scripted``) so the first execution and the
+re-run would take different paths if the steps were not keyed.
+"""
+
+import asyncio
+import functools
+
+import pytest
+from temporalio import workflow
+from temporalio.service import RPCError
+
+from orderflow import audit
+from orderflow import client as orders
+from orderflow.models import OrderState, PaymentState, Signal
+from orderflow.workflows import OrderWorkflow, ShippingWorkflow
+from tests.conftest import new_id
+
+FAIL, HANG = 0.1, 0.5
+
+
+@pytest.fixture
+async def discard_once(monkeypatch):
+    """``discard_once(Class, "method", before=callback)``: the first call per workflow id raises
+    after the method ran (so its activities' effects exist), after calling ``before(workflow_id)``
+    from the workflow thread; the workflow task fails and is retried."""
+    loop = asyncio.get_running_loop()
+
+    def install(cls, name: str, before=None):
+        original = getattr(cls, name)
+        fired: set[str] = set()
+
+        def maybe_discard(result):
+            wid = workflow.info().workflow_id
+            if wid not in fired and not workflow.unsafe.is_replaying():
+                fired.add(wid)
+                if before is not None:
+                    asyncio.run_coroutine_threadsafe(before(wid), loop).result(10)
+                raise RuntimeError("test: this workflow task is discarded")
+            return result
+
+        if asyncio.iscoroutinefunction(original):
+            @functools.wraps(original)
+            async def wrapper(self, *args, **kwargs):
+                return maybe_discard(await original(self, *args, **kwargs))
+        else:
+            @functools.wraps(original)
+            def wrapper(self, *args, **kwargs):
+                return maybe_discard(original(self, *args, **kwargs))
+
+        monkeypatch.setattr(cls, name, wrapper)
+        return fired
+
+    return install
+
+
+async def start(stack, prefix: str, **kw):
+    order_id = new_id(prefix)
+    handle = await orders.start_order(stack.client, orders.new_order(order_id, f"pay-{order_id}", **kw), stack.settings)
+    return order_id, handle
+
+
+async def agree(stack, order_id: str) -> None:
+    assert await audit.check_against_temporal(stack.repo, stack.client, [order_id]) == []
+
+
+async def test_a_discarded_exhausted_dispatch_stays_failed(stack, scripted, discard_once):
+    """Finding 1: the child used its five dispatch attempts and settled the shipment `failed`;
+    the task was discarded; its re-run drew a success. It must answer the recorded failure,
+    not report "Dispatched" for a write it did not make."""
+    scripted.set(DispatchCarrier=[FAIL] * 5)  # then every draw succeeds: a re-run would dispatch
+    fired = discard_once(ShippingWorkflow, "_result")
+    order_id, handle = await start(stack, "exhausted")
+    assert await orders.approve_when_ready(handle)
+    result = await handle.result()
+    assert f"{handle.id}-shipping-1" in fired
+    assert (result.state, result.shipping_attempts) == (OrderState.SHIPPED, 2)
+    view = stack.repo.order_view(order_id)
+    assert [(s["shipment_no"], s["status"]) for s in view["shipments"]] == [(1, "failed"), (2, "dispatched")]
+    status = await orders.status(stack.client, order_id)
+    assert len(status.dispatch_failures) == 1
+    await agree(stack, order_id)
+
+
+async def test_an_address_change_during_a_discarded_dispatch_task_converges(stack, scripted, discard_once):
+    """Finding 2: an UpdateAddress that reaches the child while its task runs fails that task;
+    the re-run sees the new address but the parcel already went to the old one. Database,
+    result and status() must all say where it really went."""
+    scripted.set()
+
+    async def change_address(child_id: str) -> None:
+        await stack.client.get_workflow_handle(child_id).signal(Signal.UPDATE_ADDRESS, "2 New Road")
+
+    fired = discard_once(ShippingWorkflow, "_result", before=change_address)
+    order_id, handle = await start(stack, "moved", address="1 Old Road")
+    assert await orders.approve_when_ready(handle)
+    result = await handle.result()
+    assert fired
+    assert result.state == OrderState.SHIPPED
+    view = stack.repo.order_view(order_id)
+    assert [(s["status"], s["address"]) for s in view["shipments"]] == [("dispatched", "1 Old Road")]
+    assert result.address == "1 Old Road"
+    assert sum(e["type"] == "shipment_dispatched" for e in view["events"]) == 1
+    await agree(stack, order_id)
+
+
+async def test_the_trail_holds_the_committed_run_not_the_discarded_task(stack, scripted, discard_once):
+    """Finding 3: the final task was discarded after it wrote the trail; a signal arrived before
+    its re-run, so the committed run recorded different events at the same sequence numbers."""
+    scripted.set()
+
+    async def late_cancel(order_workflow_id: str) -> None:
+        await stack.client.get_workflow_handle(order_workflow_id).signal(Signal.CANCEL, "too late")
+
+    fired = discard_once(OrderWorkflow, "_finish", before=late_cancel)
+    order_id, handle = await start(stack, "trail")
+    assert await orders.approve_when_ready(handle)
+    result = await handle.result()
+    assert fired and result.state == OrderState.SHIPPED
+    trail = [e["type"] for e in stack.repo.order_view(order_id, event_limit=1000)["events"]
+             if e["event_key"].startswith(f"wf:{handle.id}/")]
+    assert trail[-1] == "order_shipped" and trail.count("order_shipped") == 1
+    assert "signal_rejected" in trail  # the committed run's, absent from the discarded task's version
+    await agree(stack, order_id)
+
+
+async def test_a_cancel_racing_the_approval_answers_with_the_truth(stack, scripted):
+    """Finding 5: cancel sent with approve; the answer must match how the order ended."""
+    scripted.set()
+    answers = []
+    for _ in range(6):
+        order_id, handle = await start(stack, "race")
+        await orders.approve_when_ready(handle)
+        try:
+            answer = await orders.cancel(stack.client, order_id, "race")
+        except orders.Rejected as err:
+            answer = f"rejected: {err}"
+        result = await handle.result()
+        if answer.startswith("order cancelled"):
+            assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.REFUNDED), answer
+        else:
+            assert "dispatched before the cancellation" in answer and result.state == OrderState.SHIPPED, answer
+        answers.append(answer)
+        await agree(stack, order_id)
+
+
+async def test_without_a_shipping_worker_the_order_fails_in_time_and_is_refunded(stack, scripted):
+    """Finding 6: nobody polls the shipping queue. The child is bounded by the order's deadline,
+    the parent settles the shipment itself, refunds, and ends inside the budget."""
+    scripted.set()
+    order_id = new_id("noworker")
+    req = orders.new_order(order_id, f"pay-{order_id}", budget_seconds=7)
+    req.shipping_task_queue = "nobody-polls-this-queue"
+    settings = stack.settings.__class__(**{**stack.settings.__dict__, "shipping_task_queue": req.shipping_task_queue})
+    handle = await orders.start_order(stack.client, req, settings)
+    assert await orders.approve_when_ready(handle)
+    result = await handle.result()
+    assert (result.state, result.payment) == (OrderState.FAILED, PaymentState.REFUNDED)
+    assert "no shipping worker" in result.reason
+    assert result.elapsed_seconds < 7
+    await agree(stack, order_id)
+
+
+async def test_a_cancel_does_not_wait_for_an_absent_child(stack, scripted):
+    scripted.set()
+    order_id = new_id("noworkercancel")
+    req = orders.new_order(order_id, f"pay-{order_id}", budget_seconds=7)
+    settings = stack.settings.__class__(**{**stack.settings.__dict__, "shipping_task_queue": "nobody-polls-either"})
+    handle = await orders.start_order(stack.client, req, settings)
+    assert await orders.approve_when_ready(handle)
+    async with asyncio.timeout(5):
+        while (await orders.status(stack.client, order_id)).state != OrderState.SHIPPING:
+            await asyncio.sleep(0.05)
+    answer = await asyncio.wait_for(orders.cancel(stack.client, order_id, "no rush"), 4)
+    assert answer == "order cancelled; the payment was refunded"
+    result = await handle.result()
+    assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.REFUNDED)
+    await agree(stack, order_id)
+
+
+async def test_a_late_address_signal_never_fails_the_order(stack, scripted):
+    """Finding 4 (signal path): UpdateAddress signals sent while shipping ends, many times over;
+    one that meets a closed child is recorded, never fatal; every order ends consistent."""
+    scripted.set(PreparePackage=[HANG, HANG])
+    ids = []
+    for n in range(4):
+        order_id, handle = await start(stack, "latesig", address="a")
+        assert await orders.approve_when_ready(handle)
+        for k in range(30):
+            try:
+                await handle.signal(Signal.UPDATE_ADDRESS, f"street {n}-{k}")
+            except RPCError:  # the order ended: the race window is behind us
+                break
+            await asyncio.sleep(0.02)
+        result = await handle.result()
+        assert result.state == OrderState.SHIPPED
+        ids.append(order_id)
+    assert await audit.check_against_temporal(stack.repo, stack.client, ids) == []
+
+
+def test_the_checker_catches_a_second_charge(stack):
+    """The 'charged at most once' invariant can fail: a second charge effect is reported."""
+    from orderflow.db.repository import _effect_event, _insert_ignore
+    from orderflow.db.schema import events
+    from orderflow.models import Item
+
+    order_id = new_id("double")
+    stack.repo.insert_order(order_id, f"pay-{order_id}", [Item("ABC")], "a", OrderState.SHIPPED)
+    stack.repo.charge_payment(f"pay-{order_id}", order_id, 1)
+    stack.repo.prepare_shipment(order_id, 1, "a")
+    stack.repo.dispatch_shipment(order_id, 1, "a")
+    assert audit.check_invariants(stack.repo, [order_id]) == []
+    with stack.repo.engine.begin() as conn:
+        _insert_ignore(conn, events, [_effect_event(order_id, "payment_charged", payment_id=f"pay-{order_id}")])
+    assert audit.check_invariants(stack.repo, [order_id]) == [f"{order_id}: charged 2 times (payment rows: ['charged'])"]
