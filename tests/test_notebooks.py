@@ -88,15 +88,28 @@ def test_expected_faults_are_counted_and_real_errors_pass():
     faults = FaultCounter()
     business = ApplicationError("carrier says no", type="CarrierRejected", non_retryable=True)
     business.__cause__ = CarrierRejected("carrier says no")
-    for expected in (RuntimeError("Forced failure for testing"), asyncio.CancelledError(), business):
-        assert faults.filter(_record(expected)) is False
-    for real in (RuntimeError("database is locked"), KeyError("x"),
-                 ApplicationError("bug", non_retryable=True)):
-        assert faults.filter(_record(real)) is True
+    expected = (
+        RuntimeError("Forced failure for testing"),  # the stub's own exception
+        ApplicationError("Forced failure for testing", type="RuntimeError"),  # as our activities pass it on
+        asyncio.CancelledError(),  # an attempt cut short by its timeout
+        business,
+        ApplicationError("failed 5 times, last: Forced failure for testing", type="StepFailed", non_retryable=True),
+    )
+    for err in expected:
+        assert faults.filter(_record(err)) is False, err
+    real = (
+        RuntimeError("database is locked"),
+        KeyError("x"),
+        ApplicationError("OperationalError: database is locked", type="OperationalError"),
+        ApplicationError("bug", non_retryable=True),
+        ApplicationError("Forced failure for testing", type="RuntimeError", non_retryable=True),
+    )
+    for err in real:
+        assert faults.filter(_record(err)) is True, err
     plain = logging.LogRecord("temporalio.activity", logging.WARNING, __file__, 1, "something else", None, None)
     assert faults.filter(plain) is True
-    assert dict(faults.counts) == {"failed": 1, "timed out": 1, "refused": 1}
-    assert "1 attempts failed" in faults.summary() and "carrier says no" in faults.summary()
+    assert dict(faults.counts) == {"failed": 2, "timed out": 1, "refused": 2}
+    assert "2 attempts failed" in faults.summary() and "carrier says no" in faults.summary()
 
 
 async def test_a_named_server_that_is_not_temporal_fails_at_once_naming_the_port():
