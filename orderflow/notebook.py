@@ -846,8 +846,19 @@ def strip_notebook(path: Path) -> bool:
     return clean != raw
 
 
-if __name__ == "__main__":  # python -m orderflow.notebook notebooks/*.ipynb
+def main(args: list[str]) -> None:
+    """``python -m orderflow.notebook notebooks/*.ipynb`` strips files in place;
+    ``python -m orderflow.notebook -`` strips stdin to stdout (a git "clean" filter)."""
     import sys
 
-    changed = [p for p in map(Path, sys.argv[1:]) if strip_notebook(p)]
+    if args == ["-"]:
+        sys.stdout.write(stripped(sys.stdin.read()))
+        return
+    changed = [p for p in map(Path, args) if strip_notebook(p)]
     print("stripped:", ", ".join(map(str, changed)) or "nothing to strip")
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])
