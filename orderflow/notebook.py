@@ -470,15 +470,21 @@ def nondeterministic_change():
     """OrderWorkflow with :func:`validate_before_receive` in place, for one unsandboxed replay.
 
     The running workers use the sandbox, which re-imports the module, so they never see it.
+    The replay's failure is the lesson, and ``replay_failure`` reports it; the SDK's own log
+    of it (a traceback from ``temporalio.worker``) is held back for these few milliseconds.
     """
     global _ORIGINAL_LIFECYCLE
     from orderflow.workflows import OrderWorkflow
 
+    sdk_log = logging.getLogger("temporalio.worker")
+    level = sdk_log.level
     _ORIGINAL_LIFECYCLE = getattr(OrderWorkflow, _CHANGED_METHOD)
     setattr(OrderWorkflow, _CHANGED_METHOD, validate_before_receive)
+    sdk_log.setLevel(logging.CRITICAL)
     try:
         yield validate_before_receive
     finally:
+        sdk_log.setLevel(level)
         setattr(OrderWorkflow, _CHANGED_METHOD, _ORIGINAL_LIFECYCLE)
 
 

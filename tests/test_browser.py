@@ -1,14 +1,16 @@
-"""Notebooks 01 and 02 in JupyterLab, in headless Chromium, clicked the way a person clicks.
+"""The notebooks in JupyterLab, in headless Chromium, clicked the way a person clicks.
 
 JupyterLab runs on loopback with a token; Playwright drives Debian's ``chromium`` through
-``executable_path`` (no browser download). Each cell is run with Shift+Enter; the order
-console's buttons are clicked with the mouse, the address is typed into its field; the test
-waits for the status panel to say ``awaiting_review`` / ``shipped`` / ``cancelled``, then runs
-the cells that follow, which must carry on with the order the "person" started. It checks that
-DataFrames render as tables, plots as images, that no cell shows stderr (the workers' expected
-faults are counted, not printed) and, after the stop cell, that a new order id brings a new
-payment id and Start answers with a clear message. On failure a screenshot and the server log
-are saved under var/browser/ (after success too with ORDERFLOW_BROWSER_SCREENSHOTS=1).
+``executable_path`` (no browser download). Each cell is run with Shift+Enter. In notebooks 01
+and 02 the order console's buttons are clicked with the mouse and the address is typed into its
+field; the test waits for the status panel to say ``awaiting_review`` / ``shipped`` /
+``cancelled``, then runs the cells that follow, which must carry on with the order the "person"
+started. It checks the countdown, the buttons' enabled states, the labelled answers, that
+DataFrames render as tables and plots as images and, after the stop cell, that a new order id
+brings a new payment id and Start answers with a clear message. The other five notebooks are run
+cell by cell too. No cell may show stderr (the workers' expected faults are counted, not
+printed). On failure a screenshot and the server log are saved under var/browser/ (after
+success too with ORDERFLOW_BROWSER_SCREENSHOTS=1).
 
 Needs: ``apt-get install chromium`` and the pinned ``playwright`` wheel (.ci/run installs both).
 """
@@ -24,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -52,13 +55,29 @@ def chromium_path() -> str:
     return found
 
 
+@dataclass
+class Lab:
+    base: str
+    token: str
+    log: Path
+
+    def url(self, notebook: str) -> str:
+        return f"{self.base}/lab/tree/{notebook}?reset&token={self.token}"  # reset: no tabs from a previous test
+
+    def shut_down_kernels(self) -> None:
+        """What File > Shut Down All Kernels does; each test leaves the server as it found it."""
+        params = {"token": self.token}
+        for session in httpx.get(f"{self.base}/api/sessions", params=params, timeout=10).json():
+            httpx.delete(f"{self.base}/api/sessions/{session['id']}", params=params, timeout=30)
+
+
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory) -> Iterator[tuple[str, Path]]:
+def lab(tmp_path_factory) -> Iterator[Lab]:
     """JupyterLab on 127.0.0.1 serving copies of the notebooks; yields its URL with the token."""
     home = tmp_path_factory.mktemp("lab")
     work = home / "notebooks"
     work.mkdir()
-    for path in NOTEBOOKS.glob("0[12]_*.ipynb"):
+    for path in NOTEBOOKS.glob("*.ipynb"):
         shutil.copy(path, work / path.name)
     settings = home / "settings"
     for name, values in LAB_SETTINGS.items():
@@ -92,7 +111,7 @@ def lab(tmp_path_factory) -> Iterator[tuple[str, Path]]:
                 pass
             assert time.monotonic() < deadline, f"JupyterLab did not answer in 60 s:\n{log.read_text()[-3000:]}"
             time.sleep(0.3)
-        yield f"{base}/lab/tree/{{name}}?reset&token={token}", log  # reset: no tabs restored from a previous test
+        yield Lab(base, token, log)
     finally:
         proc.terminate()
         try:
@@ -180,10 +199,10 @@ async def page() -> AsyncIterator[Page]:
             await browser.close()
 
 
-async def keep_evidence(name: str, page: Page, log: Path) -> None:
+async def keep_evidence(name: str, page: Page, lab: Lab) -> None:
     """A full-page screenshot and the JupyterLab log, under var/browser/."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    shutil.copy(log, ARTIFACTS / f"{name}-jupyterlab.log")
+    shutil.copy(lab.log, ARTIFACTS / f"{name}-jupyterlab.log")
     try:
         await page.screenshot(path=ARTIFACTS / f"{name}.png", full_page=True)
     except Exception as err:  # noqa: BLE001 - the test's own failure is what gets reported
@@ -192,8 +211,7 @@ async def keep_evidence(name: str, page: Page, log: Path) -> None:
 
 
 async def test_quickstart_clicked_in_chromium(lab, page):
-    url, log = lab
-    notebook = await open_notebook(page, url.format(name="01_quickstart.ipynb"))
+    notebook = await open_notebook(page, lab.url("01_quickstart.ipynb"))
     seen: dict[str, str] = {}
 
     async def person_runs_the_order(cell: Locator) -> None:
@@ -251,15 +269,15 @@ async def test_quickstart_clicked_in_chromium(lab, page):
             "await stack.stop()": after_stop,
         })
     except BaseException:
-        await keep_evidence("quickstart", page, log)
+        await keep_evidence("quickstart", page, lab)
         raise
     if os.environ.get("ORDERFLOW_BROWSER_SCREENSHOTS"):
-        await keep_evidence("quickstart", page, log)
+        await keep_evidence("quickstart", page, lab)
+    lab.shut_down_kernels()
 
 
 async def test_signals_and_queries_clicked_in_chromium(lab, page):
-    url, log = lab
-    notebook = await open_notebook(page, url.format(name="02_signals_and_queries.ipynb"))
+    notebook = await open_notebook(page, lab.url("02_signals_and_queries.ipynb"))
 
     async def table(cell: Locator) -> None:
         await expect(cell.locator(".jp-OutputArea table.dataframe").first).to_be_visible()
@@ -306,7 +324,28 @@ async def test_signals_and_queries_clicked_in_chromium(lab, page):
             "await canceller.press(canceller.start)": cancel_cell_carried_on,
         })
     except BaseException:
-        await keep_evidence("signals", page, log)
+        await keep_evidence("signals", page, lab)
         raise
     if os.environ.get("ORDERFLOW_BROWSER_SCREENSHOTS"):
-        await keep_evidence("signals", page, log)
+        await keep_evidence("signals", page, lab)
+    lab.shut_down_kernels()
+
+
+OTHERS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if not p.name.startswith(("01_", "02_")))
+
+
+@pytest.mark.parametrize("name", OTHERS)
+async def test_notebook_runs_clean_in_chromium(lab, page, name):
+    """The other five, cell by cell as a reader runs them: every cell finishes, none shows stderr
+    (07's batches once printed hundreds of worker tracebacks and made the browser crawl)."""
+    notebook = await open_notebook(page, lab.url(f"{name}.ipynb"))
+
+    async def image(cell: Locator) -> None:
+        await expect(cell.locator(".jp-OutputArea img").first).to_be_visible()
+
+    try:
+        await notebook.run_all({"plot_timeline(": image, "plot_durations(": image})
+    except BaseException:
+        await keep_evidence(name, page, lab)
+        raise
+    lab.shut_down_kernels()
