@@ -8,9 +8,10 @@ import contextlib
 import logging
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from orderflow.config import DEFAULT_STATE_DIR, Settings
+from orderflow.config import DEFAULT_STATE_DIR, ConfigError, Settings
 from orderflow.logs import configure_logging
 
 log = logging.getLogger("orderflow")
@@ -44,6 +45,22 @@ async def _workers(settings: Settings, kinds) -> list:
     return build_workers(client, Repository.from_url(settings.db_url), settings, kinds)
 
 
+def _with_metrics_port(settings: Settings, port: int | None) -> Settings:
+    """``--metrics-port P``: the SDK's Prometheus endpoint on P (host from ORDERFLOW_METRICS_ADDRESS,
+    else 127.0.0.1)."""
+    if port is None:
+        return settings
+    if not 0 < port < 65536:
+        raise ConfigError(f"--metrics-port must be 1-65535 (got {port})")
+    host = settings.metrics_address.rpartition(":")[0] if settings.metrics_address else "127.0.0.1"
+    return replace(settings, metrics_address=f"{host}:{port}")
+
+
+def _scrape_url(address: str) -> str:
+    host, _, port = address.rpartition(":")
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/metrics"
+
+
 async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
     from orderflow.api import serve
     from orderflow.db import migrate
@@ -51,8 +68,9 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
 
     host, _, port = settings.temporal_address.rpartition(":")
     server = None
-    if port_open(host or "127.0.0.1", int(port)):
-        log.info("using the Temporal server already at %s", settings.temporal_address)
+    local = host in ("", "127.0.0.1", "localhost") and not settings.tls_enabled
+    if not local or port_open(host or "127.0.0.1", int(port)):  # a cluster, or a server already up
+        log.info("using the Temporal service at %s", settings.describe_temporal())
     else:
         server = DevServer(port=int(port), ui_port=args.ui_port, db_file=Path(args.state_dir) / "temporal.db",
                            log_file=Path(args.state_dir) / "temporal.log")
@@ -63,11 +81,14 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
         workers = await _workers(settings, ("orders", "shipping"))
         print(
             f"orderflow dev is up\n"
-            f"  Temporal      {settings.temporal_address}"
+            f"  Temporal      {settings.describe_temporal()}"
             + (f"   Web UI {server.ui_url}" if server and server.ui_url else "")
             + f"\n  database      {settings.db_url}\n"
             f"  workers       {settings.orders_task_queue}, {settings.shipping_task_queue}\n"
             f"  HTTP API      http://{args.api_host}:{args.api_port}  (docs at /docs)\n"
+            f"  metrics       API: {_scrape_url(f'{args.api_host}:{args.api_port}')}   workers (SDK): "
+            + (_scrape_url(settings.metrics_address) if settings.metrics_address else "off (--metrics-port)")
+            + "\n"
             f"Try: curl -X POST 'http://127.0.0.1:{args.api_port}/orders/123/start?payment_id=abc123'\n"
             f"Ctrl-C stops everything.",
             flush=True,
@@ -81,7 +102,8 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> None:
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     (worker,) = await _workers(settings, (args.kind,))
-    log.info("worker started", extra={"orderflow": {"task_queue": worker.task_queue}})
+    log.info("worker started", extra={"orderflow": {"task_queue": worker.task_queue, "temporal": settings.describe_temporal(),
+                                                    "metrics": settings.metrics_address}})
     await _run_until_stopped(worker.run())
 
 
@@ -110,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
 
     worker = sub.add_parser("worker", help="run one worker process (scale out by starting more)")
     worker.add_argument("kind", choices=["orders", "shipping"])
+    for command in (dev, worker):
+        command.add_argument("--metrics-port", type=int, default=None,
+                             help="serve the Temporal SDK's metrics (Prometheus) on this port; "
+                                  "host from ORDERFLOW_METRICS_ADDRESS, else 127.0.0.1 (default: off)")
 
     api = sub.add_parser("api", help="serve the HTTP API only")
     api.add_argument("--host", default="127.0.0.1")
@@ -121,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bench", help="the 15-second benchmark (see orderflow bench --help)", add_help=False)
 
     argv = sys.argv[1:] if argv is None else argv
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:  # a bad profile or variable: one line, no traceback
+        print(f"orderflow: {err}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level)
     if argv[:1] == ["bench"]:  # its options are its own
         from orderflow import bench
@@ -129,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench.main(argv[1:])
     args = parser.parse_args(argv)
     try:
+        if args.command in ("dev", "worker"):
+            settings = _with_metrics_port(settings, args.metrics_port)
         if args.command == "dev":
             asyncio.run(cmd_dev(args, settings))
         elif args.command == "worker":

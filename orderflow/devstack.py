@@ -6,7 +6,6 @@ No Docker and no download: ``temporal`` is on PATH once the requirements are ins
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import signal
 import socket
@@ -43,7 +42,7 @@ def die_with_parent() -> None:
 def spawn_orderflow(*args: str, settings: "Settings") -> subprocess.Popen:
     """Run ``orderflow ARGS`` (a worker, the API) in a child process configured by ``settings``."""
     return subprocess.Popen(
-        [sys.executable, "-m", "orderflow.cli", *args], env=os.environ | settings.to_env(),
+        [sys.executable, "-m", "orderflow.cli", *args], env=settings.child_env(),
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
     )
 
