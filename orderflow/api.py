@@ -26,6 +26,7 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from orderflow import client as orders
+from orderflow import metrics
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
 from orderflow.errors import InvalidOrder, OrderNotFound
@@ -102,6 +103,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Start, approve, cancel and inspect orders running on Temporal.",
         lifespan=lifespan,
     )
+    metrics.instrument_api(app, lambda: getattr(app.state, "repo", None))  # GET /metrics
 
     async def temporal(request: Request) -> Client:
         """The Temporal client, connected on first use (and again after a failed connect)."""
@@ -116,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return request.app.state.repo
 
     def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
+        """With ORDERFLOW_API_TOKEN set, every order endpoint (commands and reads: they answer
+        with addresses and payment ids) needs the bearer token; /healthz and /metrics do not."""
         if settings.api_token is None:
             return
         expected = f"Bearer {settings.api_token}"
@@ -168,6 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(409, str(err)) from err
         except InvalidOrder as err:
             raise HTTPException(422, str(err)) from err
+        metrics.ORDERS_STARTED.inc()
         return Started(order_id=order_id, workflow_id=handle.id, run_id=handle.result_run_id)
 
     @app.post("/orders/{order_id}/signals/approve", status_code=202, response_model=Accepted,
@@ -187,13 +192,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         result = await command(orders.update_address(client, order_id, body.new_address), order_id)
         return Accepted(order_id=order_id, result=result)
 
-    @app.get("/orders/{order_id}/status", response_model=OrderStatusOut, responses={404: {}})
+    @app.get("/orders/{order_id}/status", response_model=OrderStatusOut, dependencies=[Depends(authorize)],
+             responses={404: {}})
     async def status(order_id: OrderId, client: Client = Depends(temporal)) -> OrderStatusOut:
         execution = await command(orders.describe(client, order_id), order_id)
         current = await command(orders.status(client, order_id), order_id)
         return OrderStatusOut(order_id=order_id, temporal_status=execution.name, status=asdict(current))
 
-    @app.get("/orders/{order_id}/state", responses={404: {}})
+    @app.get("/orders/{order_id}/state", dependencies=[Depends(authorize)], responses={404: {}})
     async def state(order_id: OrderId, db: Repository = Depends(repo),
                     events: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
         try:
@@ -202,7 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"order {order_id} has no persisted record (yet)") from err
         return jsonable_encoder(view)
 
-    @app.get("/orders")
+    @app.get("/orders", dependencies=[Depends(authorize)])
     async def list_orders(
         db: Repository = Depends(repo),
         limit: Annotated[int, Query(ge=1, le=500)] = 50,

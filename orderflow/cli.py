@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from dataclasses import replace
@@ -177,5 +178,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The ``orderflow`` console script: main(), then exit without interpreter teardown.
+
+    The SDK's Rust threads can abort CPython's finalization ("Fatal Python error:
+    PyGILState_Release", temporalio/sdk-python#300): seen here about one exit in three after a
+    failed connect with a metrics runtime. Output is flushed first; nothing of ours needs atexit.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
