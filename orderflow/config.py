@@ -61,8 +61,11 @@ def load_temporal_profile(env: Mapping[str, str]) -> ClientConfigProfile:
     Strict parsing: an unknown key (``api-key`` for ``api_key``) is an error, not a connection
     that silently goes out without its credential. A TEMPORAL_CONFIG_FILE that does not exist
     and a TEMPORAL_TLS that is neither true nor false are errors too (the SDK ignores the first,
-    and turns TLS *on* for TEMPORAL_TLS=no).
+    and turns TLS *on* for TEMPORAL_TLS=no). Empty TEMPORAL_* variables count as unset.
     """
+    # An empty variable counts as unset (compose passes `${TEMPORAL_TLS:-}` through as ""); the
+    # SDK would read TEMPORAL_TLS="" as "TLS on" and TEMPORAL_ADDRESS="" as an address.
+    env = {k: v for k, v in env.items() if v != "" or not k.startswith("TEMPORAL_")}
     config_file = env.get("TEMPORAL_CONFIG_FILE")
     if config_file and not Path(config_file).exists():
         raise ConfigError(f"TEMPORAL_CONFIG_FILE={config_file}: no such file")

@@ -59,6 +59,10 @@ def test_nothing_set_means_the_embedded_dev_server():
     settings = Settings.from_env(NO_FILE)
     assert settings.client_connect_config() == {"target_host": "127.0.0.1:7233", "namespace": "default"}
     assert not settings.tls_enabled
+    # Empty variables (compose's `${TEMPORAL_TLS:-}` pass-through) are unset, not "TLS on".
+    blank = {name: "" for name in ("TEMPORAL_ADDRESS", "TEMPORAL_API_KEY", "TEMPORAL_TLS", "TEMPORAL_TLS_SERVER_NAME",
+                                   "TEMPORAL_PROFILE", "TEMPORAL_NAMESPACE")}
+    assert Settings.from_env(NO_FILE | blank) == settings
 
 
 def test_a_profile_reaches_the_connect_options(profile_file):
