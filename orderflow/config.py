@@ -37,6 +37,10 @@ ORDERFLOW_VARIABLES = (
     "ORDERFLOW_DB_URL", "ORDERFLOW_ORDERS_TASK_QUEUE", "ORDERFLOW_SHIPPING_TASK_QUEUE",
     "ORDERFLOW_API_TOKEN", "ORDERFLOW_LOG_LEVEL", "ORDERFLOW_METRICS_ADDRESS",
 )
+# The variables temporalio.envconfig reads (other TEMPORAL_* variables tune the SDK core and pass on).
+ENVCONFIG_VARIABLES = ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_CONFIG_FILE",
+                       "TEMPORAL_PROFILE")
+ENVCONFIG_PREFIXES = ("TEMPORAL_TLS", "TEMPORAL_GRPC_META_", "TEMPORAL_CODEC_")
 _TLS_SOURCES = (  # (ClientConfigTLS field, environment variable stem, what it is)
     ("server_root_ca_cert", "TEMPORAL_TLS_SERVER_CA_CERT", "server CA certificate"),
     ("client_cert", "TEMPORAL_TLS_CLIENT_CERT", "client certificate"),
@@ -186,10 +190,11 @@ class Settings:
         return env
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
-        """``base`` (default: this process's environment) without any TEMPORAL_* or settings
-        variable, plus ``to_env()``: a child process configured by these settings alone."""
+        """``base`` (default: this process's environment) without the variables of the Temporal
+        connection or of these settings, plus ``to_env()``: a child configured by these settings alone."""
         base = os.environ if base is None else base
-        kept = {k: v for k, v in base.items() if not k.startswith("TEMPORAL_") and k not in ORDERFLOW_VARIABLES}
+        dropped = (*ENVCONFIG_VARIABLES, *ORDERFLOW_VARIABLES)
+        kept = {k: v for k, v in base.items() if k not in dropped and not k.startswith(ENVCONFIG_PREFIXES)}
         return kept | self.to_env()
 
     @classmethod
@@ -208,9 +213,15 @@ class Settings:
             orders_task_queue=env.get("ORDERFLOW_ORDERS_TASK_QUEUE", cls.orders_task_queue),
             shipping_task_queue=env.get("ORDERFLOW_SHIPPING_TASK_QUEUE", cls.shipping_task_queue),
             api_token=env.get("ORDERFLOW_API_TOKEN") or None,
-            log_level=env.get("ORDERFLOW_LOG_LEVEL", cls.log_level),
+            log_level=_log_level(env.get("ORDERFLOW_LOG_LEVEL") or cls.log_level),
             metrics_address=_metrics_address(env.get("ORDERFLOW_METRICS_ADDRESS")),
         )
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in ("CRITICAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG"):
+        raise ConfigError(f"ORDERFLOW_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR (got {value!r})")
+    return value
 
 
 def _metrics_address(value: str | None) -> str | None:

@@ -111,8 +111,10 @@ def test_to_env_gives_a_child_process_the_same_connection(profile_file):
     # What the parent inherited does not leak: a local test stack gets no API key and no metrics port.
     local = Settings(temporal_address="127.0.0.1:1234")
     child = local.child_env({"TEMPORAL_API_KEY": "secret", "TEMPORAL_PROFILE": "prod", "PATH": "/bin",
-                             "ORDERFLOW_METRICS_ADDRESS": "127.0.0.1:9410"})
-    assert Settings.from_env(child) == local and child["PATH"] == "/bin"
+                             "TEMPORAL_TLS_SERVER_NAME": "x", "TEMPORAL_GRPC_META_X": "y",
+                             "ORDERFLOW_METRICS_ADDRESS": "127.0.0.1:9410", "TEMPORAL_CORE_PRETTY_LOGS": "1"})
+    assert Settings.from_env(child) == local
+    assert child["PATH"] == "/bin" and child["TEMPORAL_CORE_PRETTY_LOGS"] == "1"  # SDK tuning passes on
 
 
 class FakeTLSFrontend:
@@ -205,6 +207,7 @@ BAD = {
                                    "TEMPORAL_TLS_CLIENT_KEY_PATH": str(CERTS / "client.key")}, "not found"),
     "a certificate without its key": ("", {"TEMPORAL_TLS_CLIENT_CERT_PATH": str(CERTS / "client.pem")}, "needs its key"),
     "a bad metrics address": ("", {"ORDERFLOW_METRICS_ADDRESS": "localhost:http"}, "ORDERFLOW_METRICS_ADDRESS"),
+    "a bad log level": ("", {"ORDERFLOW_LOG_LEVEL": "LOUD"}, "ORDERFLOW_LOG_LEVEL must be"),
 }
 
 
@@ -219,7 +222,7 @@ def bad_env(tmp_path: Path, case: str) -> dict[str, str]:
 
 @pytest.mark.parametrize("case", BAD)
 def test_a_bad_configuration_is_one_line_from_the_cli(case, tmp_path, monkeypatch, capsys):
-    for name in [k for k in os.environ if k.startswith(("TEMPORAL_", "ORDERFLOW_METRICS"))]:
+    for name in [k for k in os.environ if k.startswith(("TEMPORAL_", "ORDERFLOW_METRICS", "ORDERFLOW_LOG"))]:
         monkeypatch.delenv(name)
     for name, value in bad_env(tmp_path, case).items():
         monkeypatch.setenv(name, value)
