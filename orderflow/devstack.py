@@ -64,7 +64,7 @@ def spawn_orderflow(*args: str, settings: "Settings", output: IO | int | None = 
     """
     target = subprocess.DEVNULL if output is None else output
     return subprocess.Popen(
-        [sys.executable, "-m", "orderflow.cli", *args], env=os.environ | settings.to_env(),
+        [sys.executable, "-m", "orderflow.cli", *args], env=settings.child_env(),
         stdin=subprocess.DEVNULL, stdout=target, stderr=subprocess.STDOUT if output is not None else target,
         start_new_session=own_session, preexec_fn=die_with_parent,
     )
@@ -264,8 +264,19 @@ class ProcessStack:
     def ui_url(self) -> str | None:
         return self.server.ui_url if self.server else None
 
+    def metrics_address(self, kind: str) -> str | None:
+        """Each worker process serves the SDK's metrics on its own port: the configured one for
+        the first worker kind, the next port for the second (None when metrics are off)."""
+        if not self.settings.metrics_address or kind not in self.workers:
+            return None
+        host, _, port = self.settings.metrics_address.rpartition(":")
+        return f"{host}:{int(port) + self.workers.index(kind)}"
+
     def _spawn(self, name: str, *args: str) -> None:
-        process = spawn_orderflow(*args, settings=self.settings, output=subprocess.PIPE, own_session=True)
+        from dataclasses import replace
+
+        settings = replace(self.settings, metrics_address=self.metrics_address(name))
+        process = spawn_orderflow(*args, settings=settings, output=subprocess.PIPE, own_session=True)
         self.processes[name] = process
         self.relay.follow(name, process.stdout)
 
@@ -298,7 +309,7 @@ class ProcessStack:
         from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
         from temporalio.client import Client
 
-        client = await Client.connect(self.settings.temporal_address, namespace=self.settings.namespace)
+        client = await Client.connect(**self.settings.client_connect_config())
         queues = {"orders": self.settings.orders_task_queue, "shipping": self.settings.shipping_task_queue}
         waiting = [queues[kind] for kind in self.workers]
         while waiting:
