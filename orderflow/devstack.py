@@ -371,6 +371,28 @@ class ProcessStack:
             spent[name] = times.user + times.system
         return spent
 
+    # -- faults on purpose (the soak test, notebook 07) ------------------------------------
+    def kill(self, name: str) -> None:
+        """SIGKILL one child (``orders``, ``shipping``, ``api``): no shutdown, no cleanup."""
+        process = self.processes[name]
+        process.kill()
+        process.wait()
+
+    def respawn(self, name: str) -> None:
+        """Start a killed worker or API again, as ``start`` did."""
+        args = ("api", "--host", self.api_host, "--port", str(self.api_port)) if name == "api" else ("worker", name)
+        self._spawn(name, *args)
+
+    async def restart_server(self, down_seconds: float = 0.0) -> None:
+        """Stop the dev server this stack started and start it again on the same file and port."""
+        if self.server is None or self.state_dir is None:
+            raise DevServerError("restart_server needs a dev server started by this stack with a state_dir")
+        self.server.stop()
+        await asyncio.sleep(down_seconds)
+        self.server.start()
+        self.relay.follow("temporal", self.server.process.stdout)
+        await self.server.wait_ready(self.settings.namespace)
+
     def stop(self) -> None:
         """SIGTERM the API and the workers (they shut down gracefully), then the dev server."""
         for process in self.processes.values():
