@@ -27,13 +27,14 @@ from temporalio.exceptions import TemporalError
 
 from orderflow import client as orders
 from orderflow.admission import Admission, Overloaded
+from orderflow import metrics
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
 from orderflow.errors import InvalidOrder, OrderNotFound
 from orderflow.models import Item
 
 ID_REGEX = orders.ID_PATTERN.pattern
-COMMAND_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 20.0  # cancel and address changes answer with their outcome, inside the 15 s budget
 # Longer than the SDK's own retries of an unreachable server (about 10 s, measured), so a
 # start against a Temporal that is down ends as an unambiguous "not started" 503.
 START_TIMEOUT = 12.0
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Start, approve, cancel and inspect orders running on Temporal.",
         lifespan=lifespan,
     )
+    metrics.instrument_api(app, lambda: getattr(app.state, "repo", None))  # GET /metrics
 
     async def temporal(request: Request) -> Client:
         """The Temporal client, connected on first use (and again after a failed connect)."""
@@ -126,6 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return request.app.state.repo
 
     def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
+        """With ORDERFLOW_API_TOKEN set, every order endpoint (commands and reads: they answer
+        with addresses and payment ids) needs the bearer token; /healthz and /metrics do not."""
         if settings.api_token is None:
             return
         expected = f"Bearer {settings.api_token}"
@@ -170,6 +174,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         items = [Item(sku=i.sku, qty=i.qty) for i in body.items] if body.items is not None else None
         req = orders.new_order(order_id, payment_id, items=items, address=body.address)
         handle = await admit_and_start(client, db, app.state.admission, req, settings)
+        metrics.ORDERS_STARTED.inc()
         return Started(order_id=order_id, workflow_id=handle.id, run_id=handle.result_run_id)
 
     @app.post("/orders/{order_id}/signals/approve", status_code=202, response_model=Accepted,
@@ -189,12 +194,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         result = await command(orders.update_address(client, order_id, body.new_address), order_id)
         return Accepted(order_id=order_id, result=result)
 
-    @app.get("/orders/{order_id}/status", response_model=OrderStatusOut, responses={404: {}, 503: {}, 504: {}})
+    @app.get("/orders/{order_id}/status", response_model=OrderStatusOut, dependencies=[Depends(authorize)],
+             responses={404: {}, 503: {}, 504: {}})
     async def status(order_id: OrderId, client: Client = Depends(temporal),
                      db: Repository = Depends(repo)) -> OrderStatusOut:
         return await order_status(client, db, order_id)
 
-    @app.get("/orders/{order_id}/state", responses={404: {}})
+    @app.get("/orders/{order_id}/state", dependencies=[Depends(authorize)], responses={404: {}})
     async def state(order_id: OrderId, db: Repository = Depends(repo),
                     events: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
         try:
@@ -203,7 +209,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(404, f"order {order_id} has no persisted record (yet)") from err
         return jsonable_encoder(view)
 
-    @app.get("/orders")
+    @app.get("/orders", dependencies=[Depends(authorize)])
     async def list_orders(
         db: Repository = Depends(repo),
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
@@ -268,6 +274,7 @@ async def admit_and_start(client: Client, db: Repository, admission: Admission, 
     try:
         ticket = await admission.admit(client)
     except Overloaded as err:
+        metrics.ORDERS_REFUSED.inc()
         raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after)}) from err
     except orders.TemporalUnavailable as err:
         raise HTTPException(503, str(err)) from err

@@ -126,7 +126,7 @@ async def _customer_and_reviewer(http: httpx.AsyncClient, client: Client, tally:
         bar.update()
 
 
-async def _histories(client: Client, stack: ProcessStack, admitted: list[str]) -> list[WorkflowHistory]:
+async def histories_of(client: Client, stack: ProcessStack, admitted: list[str]) -> list[WorkflowHistory]:
     """Every order's history and every shipment's (the children, found by their task queue)."""
     found = [await orders.order_handle(client, order_id).fetch_history() for order_id in admitted]
     query = f"TaskQueue='{stack.settings.shipping_task_queue}'"
@@ -139,7 +139,7 @@ def _workflow_type(history: WorkflowHistory) -> str:
     return history.events[0].workflow_execution_started_event_attributes.workflow_type.name
 
 
-async def _replay(histories: list[WorkflowHistory]) -> dict:
+async def replay_histories(histories: list[WorkflowHistory]) -> dict:
     """Replay each history on today's workflow code, as a restarted worker would."""
     replayer = Replayer(workflows=[OrderWorkflow, ShippingWorkflow], workflow_runner=WORKFLOW_RUNNER)
 
@@ -187,8 +187,8 @@ async def run_api(rate: float, duration: float, db_url: str | None, workdir: Pat
             await sampler
             admitted = [r.order_id for r in runs if r.start_code == 201]
             await asyncio.sleep(0.5)  # let visibility list the last shipments
-            histories = await _histories(client, stack, admitted)
-    replay = await _replay(histories)
+            histories = await histories_of(client, stack, admitted)
+    replay = await replay_histories(histories)
 
     repo = Repository.from_url(db_url)
     violations = audit.check_invariants(repo, admitted)

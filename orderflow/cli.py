@@ -12,7 +12,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from orderflow.config import DEFAULT_STATE_DIR, Settings
+from orderflow.config import DEFAULT_STATE_DIR, ConfigError, Settings
 from orderflow.logs import configure_logging
 
 log = logging.getLogger("orderflow")
@@ -44,6 +44,22 @@ async def _workers(settings: Settings, kinds) -> list:
 
     client = await connect(settings)
     return build_workers(client, Repository.from_url(settings.db_url), settings, kinds)
+
+
+def _with_metrics_port(settings: Settings, port: int | None) -> Settings:
+    """``--metrics-port P``: the SDK's Prometheus endpoint on P (host from ORDERFLOW_METRICS_ADDRESS,
+    else 127.0.0.1)."""
+    if port is None:
+        return settings
+    if not 0 < port < 65536:
+        raise ConfigError(f"--metrics-port must be 1-65535 (got {port})")
+    host = settings.metrics_address.rpartition(":")[0] if settings.metrics_address else "127.0.0.1"
+    return replace(settings, metrics_address=f"{host}:{port}")
+
+
+def _scrape_url(address: str) -> str:
+    host, _, port = address.rpartition(":")
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}/metrics"
 
 
 def dev_settings(args: argparse.Namespace, settings: Settings, env=None) -> Settings:
@@ -82,6 +98,10 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             f"  database      {settings.db_url}\n"
             f"  task queues   {settings.orders_task_queue}, {settings.shipping_task_queue}\n"
             f"  processes     " + ", ".join(f"{name} pid {pid}" for name, pid in pids.items()) + "\n"
+            f"  metrics       API {stack.api_url}/metrics"
+            + "".join(f", {kind} worker {_scrape_url(address)}" for kind in stack.workers
+                      if (address := stack.metrics_address(kind)))
+            + ("" if settings.metrics_address else "  (worker metrics: --metrics-port)") + "\n"
             f"Logs: one JSON line per event on stderr; \"proc\" names the process.\n"
             f"Try: curl -X POST '{stack.api_url}/orders/123/start?payment_id=abc123'\n"
             f"Ctrl-C stops everything.",
@@ -99,7 +119,8 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     (worker,) = await _workers(settings, (args.kind,))
-    log.info("worker started", extra={"orderflow": {"task_queue": worker.task_queue}})
+    log.info("worker started", extra={"orderflow": {"task_queue": worker.task_queue, "temporal": settings.describe_temporal(),
+                                                    "metrics": settings.metrics_address}})
     await _run_until_stopped(worker.run())
 
 
@@ -132,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
 
     worker = sub.add_parser("worker", help="run one worker process (scale out by starting more)")
     worker.add_argument("kind", choices=["orders", "shipping"])
+    for command in (dev, worker):
+        command.add_argument("--metrics-port", type=int, default=None,
+                             help="serve the Temporal SDK's metrics (Prometheus) on this port; "
+                                  "host from ORDERFLOW_METRICS_ADDRESS, else 127.0.0.1 (default: off)")
 
     api = sub.add_parser("api", help="serve the HTTP API only")
     api.add_argument("--host", default="127.0.0.1")
@@ -145,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         settings = Settings.from_env()
-    except ValueError as err:
+    except ConfigError as err:  # a bad profile or variable: one line, no traceback
         print(f"orderflow: {err}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
@@ -155,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
         return bench.main(argv[1:])
     args = parser.parse_args(argv)
     try:
+        if args.command in ("dev", "worker"):
+            settings = _with_metrics_port(settings, args.metrics_port)
         if args.command == "dev":
             return asyncio.run(cmd_dev(args, settings))
         elif args.command == "worker":
@@ -171,5 +198,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> None:
+    """The ``orderflow`` console script: main(), then exit without interpreter teardown.
+
+    The SDK's Rust threads can abort CPython's finalization ("Fatal Python error:
+    PyGILState_Release", temporalio/sdk-python#300): seen here about one exit in three after a
+    failed connect with a metrics runtime. Output is flushed first; nothing of ours needs atexit.
+    """
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

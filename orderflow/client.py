@@ -19,10 +19,10 @@ from temporalio.client import (
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError, TemporalError, WorkflowAlreadyStartedError
-from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.runtime import LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
 
-from orderflow.config import Settings
+from orderflow.config import ConfigError, Settings
 from orderflow.errors import InvalidOrder, OrderflowError, OrderNotFound
 from orderflow.models import Item, OrderRequest, OrderResult, OrderState, OrderStatus, Update
 from orderflow.workflows import OrderWorkflow
@@ -82,25 +82,45 @@ def temporal_error(err: TemporalError, what: str) -> OrderflowError:
     return TemporalUnavailable(f"{what}: {type(err).__name__}: {err}")
 
 
-_runtime: Runtime | None = None
+_runtimes: dict[str | None, Runtime] = {}
 
 
-def runtime() -> Runtime:
-    """The SDK runtime, with its core's own log lines limited to errors.
+def runtime(metrics_address: str | None = None) -> Runtime:
+    """The SDK runtime of this process (one per metrics address), its core's log lines limited to errors.
 
     At WARN the core prints a line for every local-activity attempt it timed out ("Tried to
     complete untracked local activity"): noise under a fault injector that hangs a third of
     all attempts. The workflows log each timeout as a structured event instead.
+
+    With ``metrics_address`` the core serves the SDK's own metrics (workflow task latency,
+    activity and local-activity results, sticky cache, poller and request counts) in Prometheus
+    format on that host:port, named as Temporal's Grafana SDK dashboard expects
+    (``temporal_workflow_completed_total``, ``temporal_workflow_task_execution_latency_seconds``).
+    The port is bound when the runtime is built, so there is one runtime per address.
     """
-    global _runtime
-    if _runtime is None:
-        _runtime = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(filter=TelemetryFilter("ERROR", "ERROR"))))
-    return _runtime
+    if metrics_address not in _runtimes:
+        metrics = None
+        if metrics_address:
+            metrics = PrometheusConfig(bind_address=metrics_address, counters_total_suffix=True,
+                                       unit_suffix=True, durations_as_seconds=True)
+        try:
+            _runtimes[metrics_address] = Runtime(telemetry=TelemetryConfig(
+                logging=LoggingConfig(filter=TelemetryFilter("ERROR", "ERROR")), metrics=metrics))
+        except Exception as err:  # the port is taken or not ours to bind
+            raise ConfigError(f"cannot serve Temporal SDK metrics on {metrics_address}: {err}") from err
+    return _runtimes[metrics_address]
 
 
 async def connect(settings: Settings | None = None) -> Client:
+    """A Temporal client for ``settings`` (default: from the environment and the profile file).
+
+    The one place every client of the project comes from: workers, the API, the benchmark,
+    notebooks and tests. Address, namespace, TLS, API key and gRPC metadata come from
+    ``temporalio.envconfig`` (see orderflow/config.py), so the same worker reaches the embedded
+    dev server, a self-hosted cluster or a managed service by configuration alone.
+    """
     settings = settings or Settings.from_env()
-    return await Client.connect(settings.temporal_address, namespace=settings.namespace, runtime=runtime())
+    return await Client.connect(**settings.client_connect_config(), runtime=runtime(settings.metrics_address))
 
 
 def order_workflow_id(order_id: str) -> str:

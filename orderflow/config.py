@@ -1,36 +1,169 @@
-"""Settings read from the environment, and the names every layer shares."""
+"""Settings read from the environment, and the names every layer shares.
+
+The Temporal connection comes from the SDK's environment configuration
+(``temporalio.envconfig``), the same sources the ``temporal`` CLI reads:
+
+* a profile in a TOML file: ``TEMPORAL_CONFIG_FILE`` (default
+  ``~/.config/temporalio/temporal.toml``), profile ``TEMPORAL_PROFILE`` (default ``default``);
+* overridden by ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``,
+  ``TEMPORAL_TLS``, ``TEMPORAL_TLS_SERVER_NAME``, ``TEMPORAL_TLS_SERVER_CA_CERT_PATH|_DATA``,
+  ``TEMPORAL_TLS_CLIENT_CERT_PATH|_DATA``, ``TEMPORAL_TLS_CLIENT_KEY_PATH|_DATA`` and
+  ``TEMPORAL_GRPC_META_<NAME>``.
+
+With none of them set the connection is the embedded dev server at 127.0.0.1:7233, namespace
+``default``, no TLS. An API key turns TLS on (managed services need both).
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+
+from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS
 
 ORDERS_TASK_QUEUE = "orders-tq"
 SHIPPING_TASK_QUEUE = "shipping-tq"
 NAMESPACE = "default"
+DEFAULT_TEMPORAL_ADDRESS = "127.0.0.1:7233"
 
 DEFAULT_STATE_DIR = Path(os.environ.get("ORDERFLOW_HOME", Path.cwd() / "var"))
+
+# The ORDERFLOW_* variables Settings reads (ORDERFLOW_HOME is where files go, not a setting).
+ORDERFLOW_VARIABLES = (
+    "ORDERFLOW_DB_URL", "ORDERFLOW_ORDERS_TASK_QUEUE", "ORDERFLOW_SHIPPING_TASK_QUEUE",
+    "ORDERFLOW_API_TOKEN", "ORDERFLOW_LOG_LEVEL", "ORDERFLOW_METRICS_ADDRESS",
+)
+# The variables temporalio.envconfig reads (other TEMPORAL_* variables tune the SDK core and pass on).
+ENVCONFIG_VARIABLES = ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_CONFIG_FILE",
+                       "TEMPORAL_PROFILE")
+ENVCONFIG_PREFIXES = ("TEMPORAL_TLS", "TEMPORAL_GRPC_META_", "TEMPORAL_CODEC_")
+_TLS_SOURCES = (  # (ClientConfigTLS field, environment variable stem, what it is)
+    ("server_root_ca_cert", "TEMPORAL_TLS_SERVER_CA_CERT", "server CA certificate"),
+    ("client_cert", "TEMPORAL_TLS_CLIENT_CERT", "client certificate"),
+    ("client_private_key", "TEMPORAL_TLS_CLIENT_KEY", "client key"),
+)
+
+
+class ConfigError(ValueError):
+    """The configuration cannot work; the message is one line that says why and where."""
+
+
+def _one_line(err: BaseException) -> str:
+    """The SDK's TOML errors span several lines (a source excerpt with a caret); keep the words."""
+    lines = [ln.strip() for ln in str(err).splitlines()]
+    words = [ln for ln in lines if ln and not re.match(r"^\d*\s*\|", ln)]
+    return ": ".join(words) or type(err).__name__
+
+
+def load_temporal_profile(env: Mapping[str, str]) -> ClientConfigProfile:
+    """The SDK's profile (TOML file + environment overrides), with the checks the SDK leaves out.
+
+    Strict parsing: an unknown key (``api-key`` for ``api_key``) is an error, not a connection
+    that silently goes out without its credential. A TEMPORAL_CONFIG_FILE that does not exist
+    and a TEMPORAL_TLS that is neither true nor false are errors too (the SDK ignores the first,
+    and turns TLS *on* for TEMPORAL_TLS=no). Empty TEMPORAL_* variables count as unset.
+    """
+    # An empty variable counts as unset (compose passes `${TEMPORAL_TLS:-}` through as ""); the
+    # SDK would read TEMPORAL_TLS="" as "TLS on" and TEMPORAL_ADDRESS="" as an address.
+    env = {k: v for k, v in env.items() if v != "" or not k.startswith("TEMPORAL_")}
+    config_file = env.get("TEMPORAL_CONFIG_FILE")
+    if config_file and not Path(config_file).exists():
+        raise ConfigError(f"TEMPORAL_CONFIG_FILE={config_file}: no such file")
+    tls_flag = env.get("TEMPORAL_TLS")
+    if tls_flag is not None and tls_flag.strip().lower() not in ("true", "false", "1", "0"):
+        raise ConfigError(f"TEMPORAL_TLS must be true or false (got {tls_flag!r})")
+    try:
+        return ClientConfigProfile.load(config_file_strict=True, override_env_vars=dict(env))
+    except Exception as err:  # the SDK core's ConfigError: bad TOML, unknown key, missing profile
+        where = f"profile {env.get('TEMPORAL_PROFILE', 'default')!r}"
+        if config_file:
+            where += f" in {config_file}"
+        raise ConfigError(f"Temporal client configuration ({where}): {_one_line(err)}") from err
+
+
+def _normal_tls(tls: ClientConfigTLS | None) -> ClientConfigTLS | None:
+    """One spelling per meaning: ``None`` = not configured, else ``disabled`` True or False."""
+    if tls is None:
+        return None
+    if tls.disabled is None:  # a TLS section or TEMPORAL_TLS_* variable means TLS on
+        tls = replace(tls, disabled=False)
+    for name, _, what in _TLS_SOURCES:
+        source = getattr(tls, name)
+        if isinstance(source, Path) and not source.is_file():
+            raise ConfigError(f"TLS {what} file {source} not found")
+        if isinstance(source, str):
+            tls = replace(tls, **{name: source.encode()})
+    if (tls.client_cert is None) != (tls.client_private_key is None):
+        raise ConfigError("a TLS client certificate needs its key, and the key its certificate")
+    return tls
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the Temporal server and the app database are; every field has an env variable."""
+    """Where the Temporal service and the app database are; every field has an env variable."""
 
-    temporal_address: str = "127.0.0.1:7233"
+    temporal_address: str = DEFAULT_TEMPORAL_ADDRESS
     namespace: str = NAMESPACE
+    temporal_api_key: str | None = field(default=None, repr=False)
+    temporal_tls: ClientConfigTLS | None = field(default=None, repr=False)
+    temporal_grpc_meta: tuple[tuple[str, str], ...] = ()
+    temporal_profile: str | None = field(default=None, compare=False)  # where the values came from; messages only
     db_url: str = f"sqlite:///{DEFAULT_STATE_DIR / 'orderflow.db'}"
     orders_task_queue: str = ORDERS_TASK_QUEUE
     shipping_task_queue: str = SHIPPING_TASK_QUEUE
-    api_token: str | None = None
+    api_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
     # Load shedding: orders in flight (started, not yet ended) beyond which the API answers
     # 429. Provisional; the measured default and how it was chosen are in the README. 0: no limit.
     max_in_flight: int = 40
+    metrics_address: str | None = None  # host:port for the SDK's Prometheus endpoint; None = off
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the client will use TLS (the SDK's rule: a TLS setting, else on with an API key)."""
+        if self.temporal_tls is not None:
+            return not self.temporal_tls.disabled
+        return bool(self.temporal_api_key)
+
+    def describe_temporal(self) -> str:
+        """One line for logs and banners; never the key itself."""
+        extras = ["TLS" if self.tls_enabled else "no TLS"]
+        if self.temporal_api_key:
+            extras.append("API key")
+        if self.temporal_tls is not None and self.temporal_tls.client_cert is not None:
+            extras.append("client certificate")
+        if self.temporal_profile:
+            extras.append(f"profile {self.temporal_profile}")
+        return f"{self.temporal_address} namespace {self.namespace} ({', '.join(extras)})"
+
+    def client_connect_config(self) -> dict[str, Any]:
+        """Keyword arguments for ``temporalio.client.Client.connect``, built by the SDK's envconfig.
+
+        Certificate files are read here, at connect time, as the SDK does.
+        """
+        profile = ClientConfigProfile(
+            address=self.temporal_address, namespace=self.namespace, api_key=self.temporal_api_key,
+            tls=self.temporal_tls, grpc_meta=dict(self.temporal_grpc_meta),
+        )
+        try:
+            return dict(profile.to_client_connect_config())
+        except OSError as err:
+            raise ConfigError(f"Temporal TLS configuration: cannot read {err.filename}: {err.strerror}") from err
 
     def to_env(self) -> dict[str, str]:
-        """The environment variables that make another process's from_env() equal this."""
+        """The environment variables that make another process's from_env() equal this.
+
+        Every connection value is explicit and TEMPORAL_CONFIG_FILE points at an empty file, so
+        the child reads no profile of its own. Merge it with ``child_env()``, which also drops
+        variables the parent inherited (a TEMPORAL_API_KEY in your shell must not reach a worker
+        that a test or the benchmark points at a local dev server).
+        """
         env = {
+            "TEMPORAL_CONFIG_FILE": os.devnull,
             "TEMPORAL_ADDRESS": self.temporal_address,
             "TEMPORAL_NAMESPACE": self.namespace,
             "ORDERFLOW_DB_URL": self.db_url,
@@ -39,21 +172,53 @@ class Settings:
             "ORDERFLOW_LOG_LEVEL": self.log_level,
             "ORDERFLOW_MAX_IN_FLIGHT": str(self.max_in_flight),
         }
+        if self.temporal_api_key:
+            env["TEMPORAL_API_KEY"] = self.temporal_api_key
+        tls = self.temporal_tls
+        if tls is not None:
+            env["TEMPORAL_TLS"] = "false" if tls.disabled else "true"
+            if tls.server_name:
+                env["TEMPORAL_TLS_SERVER_NAME"] = tls.server_name
+            for name, stem, _ in _TLS_SOURCES:
+                source = getattr(tls, name)
+                if isinstance(source, Path):
+                    env[f"{stem}_PATH"] = str(source)
+                elif source is not None:
+                    env[f"{stem}_DATA"] = source.decode() if isinstance(source, bytes) else source
+        for key, value in self.temporal_grpc_meta:
+            env["TEMPORAL_GRPC_META_" + key.upper().replace("-", "_")] = value
         if self.api_token:
             env["ORDERFLOW_API_TOKEN"] = self.api_token
+        if self.metrics_address:
+            env["ORDERFLOW_METRICS_ADDRESS"] = self.metrics_address
         return env
 
+    def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``base`` (default: this process's environment) without the variables of the Temporal
+        connection or of these settings, plus ``to_env()``: a child configured by these settings alone."""
+        base = os.environ if base is None else base
+        dropped = (*ENVCONFIG_VARIABLES, *ORDERFLOW_VARIABLES)
+        kept = {k: v for k, v in base.items() if k not in dropped and not k.startswith(ENVCONFIG_PREFIXES)}
+        return kept | self.to_env()
+
     @classmethod
-    def from_env(cls) -> "Settings":
-        env = os.environ
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Settings from ``env`` (default: this process's environment); ConfigError if they cannot work."""
+        env = os.environ if env is None else env
+        profile = load_temporal_profile(env)
         return cls(
-            temporal_address=env.get("TEMPORAL_ADDRESS", cls.temporal_address),
-            namespace=env.get("TEMPORAL_NAMESPACE", cls.namespace),
+            temporal_address=profile.address or cls.temporal_address,
+            namespace=profile.namespace or cls.namespace,
+            temporal_api_key=profile.api_key or None,
+            temporal_tls=_normal_tls(profile.tls),
+            temporal_grpc_meta=tuple(sorted(profile.grpc_meta.items())),
+            temporal_profile=env.get("TEMPORAL_PROFILE") or None,
             db_url=env.get("ORDERFLOW_DB_URL", cls.db_url),
             orders_task_queue=env.get("ORDERFLOW_ORDERS_TASK_QUEUE", cls.orders_task_queue),
             shipping_task_queue=env.get("ORDERFLOW_SHIPPING_TASK_QUEUE", cls.shipping_task_queue),
             api_token=env.get("ORDERFLOW_API_TOKEN") or None,
-            log_level=env.get("ORDERFLOW_LOG_LEVEL", cls.log_level),
+            log_level=_log_level(env.get("ORDERFLOW_LOG_LEVEL") or cls.log_level),
+            metrics_address=_metrics_address(env.get("ORDERFLOW_METRICS_ADDRESS")),
             max_in_flight=_non_negative_int(env, "ORDERFLOW_MAX_IN_FLIGHT", cls.max_in_flight),
         )
 
@@ -67,5 +232,23 @@ def _non_negative_int(env, name: str, default: int) -> int:
     except ValueError:
         value = -1
     if value < 0:
-        raise ValueError(f"{name} must be a whole number >= 0 (got {raw!r})")
+        raise ConfigError(f"{name} must be a whole number >= 0 (got {raw!r})")
     return value
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in ("CRITICAL", "ERROR", "WARNING", "WARN", "INFO", "DEBUG"):
+        raise ConfigError(f"ORDERFLOW_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR (got {value!r})")
+    return value
+
+
+def _metrics_address(value: str | None) -> str | None:
+    """``host:port`` or a bare port (bound on 127.0.0.1); empty = off."""
+    if not value:
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", value
+    if not port.isdigit() or not 0 < int(port) < 65536 or (sep and not host):
+        raise ConfigError(f"ORDERFLOW_METRICS_ADDRESS must be host:port or a port (got {value!r})")
+    return f"{host}:{port}"

@@ -64,7 +64,7 @@ def spawn_orderflow(*args: str, settings: "Settings", output: IO | int | None = 
     """
     target = subprocess.DEVNULL if output is None else output
     return subprocess.Popen(
-        [sys.executable, "-m", "orderflow.cli", *args], env=os.environ | settings.to_env(),
+        [sys.executable, "-m", "orderflow.cli", *args], env=settings.child_env(),
         stdin=subprocess.DEVNULL, stdout=target, stderr=subprocess.STDOUT if output is not None else target,
         start_new_session=own_session, preexec_fn=die_with_parent,
     )
@@ -264,8 +264,19 @@ class ProcessStack:
     def ui_url(self) -> str | None:
         return self.server.ui_url if self.server else None
 
+    def metrics_address(self, kind: str) -> str | None:
+        """Each worker process serves the SDK's metrics on its own port: the configured one for
+        the first worker kind, the next port for the second (None when metrics are off)."""
+        if not self.settings.metrics_address or kind not in self.workers:
+            return None
+        host, _, port = self.settings.metrics_address.rpartition(":")
+        return f"{host}:{int(port) + self.workers.index(kind)}"
+
     def _spawn(self, name: str, *args: str) -> None:
-        process = spawn_orderflow(*args, settings=self.settings, output=subprocess.PIPE, own_session=True)
+        from dataclasses import replace
+
+        settings = replace(self.settings, metrics_address=self.metrics_address(name))
+        process = spawn_orderflow(*args, settings=settings, output=subprocess.PIPE, own_session=True)
         self.processes[name] = process
         self.relay.follow(name, process.stdout)
 
@@ -298,7 +309,7 @@ class ProcessStack:
         from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
         from temporalio.client import Client
 
-        client = await Client.connect(self.settings.temporal_address, namespace=self.settings.namespace)
+        client = await Client.connect(**self.settings.client_connect_config())
         queues = {"orders": self.settings.orders_task_queue, "shipping": self.settings.shipping_task_queue}
         waiting = [queues[kind] for kind in self.workers]
         while waiting:
@@ -359,6 +370,28 @@ class ProcessStack:
                 continue
             spent[name] = times.user + times.system
         return spent
+
+    # -- faults on purpose (the soak test, notebook 07) ------------------------------------
+    def kill(self, name: str) -> None:
+        """SIGKILL one child (``orders``, ``shipping``, ``api``): no shutdown, no cleanup."""
+        process = self.processes[name]
+        process.kill()
+        process.wait()
+
+    def respawn(self, name: str) -> None:
+        """Start a killed worker or API again, as ``start`` did."""
+        args = ("api", "--host", self.api_host, "--port", str(self.api_port)) if name == "api" else ("worker", name)
+        self._spawn(name, *args)
+
+    async def restart_server(self, down_seconds: float = 0.0) -> None:
+        """Stop the dev server this stack started and start it again on the same file and port."""
+        if self.server is None or self.state_dir is None:
+            raise DevServerError("restart_server needs a dev server started by this stack with a state_dir")
+        self.server.stop()
+        await asyncio.sleep(down_seconds)
+        self.server.start()
+        self.relay.follow("temporal", self.server.process.stdout)
+        await self.server.wait_ready(self.settings.namespace)
 
     def stop(self) -> None:
         """SIGTERM the API and the workers (they shut down gracefully), then the dev server."""

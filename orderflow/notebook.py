@@ -264,11 +264,12 @@ class KernelStack:
 _LIVE: KernelStack | None = None
 
 
-async def _check_temporal(address: str, namespace: str) -> None:
+async def _check_temporal(settings: Settings) -> None:
     """Fail at once, naming the address, if nothing or something other than Temporal answers."""
+    address = settings.temporal_address
     try:
         async with asyncio.timeout(5):
-            await Client.connect(address, namespace=namespace, runtime=orders.runtime(),
+            await Client.connect(**settings.client_connect_config(), runtime=orders.runtime(),
                                  retry_config=RetryConfig(max_retries=0))
     except (TimeoutError, RuntimeError, RPCError) as err:
         detail = " ".join(str(err).split())[:160] or "no answer within 5 s"
@@ -291,22 +292,24 @@ async def start_stack(temporal_address: str | None = None) -> KernelStack:
         print("this kernel's stack is already running; using it")
         return _LIVE
     _install_fault_counter()
-    base = Settings.from_env()
     tag = os.urandom(3).hex()
+    address = temporal_address or os.environ.get(TEMPORAL_ENV)
+    # A server you name is reached with your connection settings (profile, TLS, API key); the
+    # kernel's own dev server with none of them. No metrics endpoint either way.
+    base = replace(Settings.from_env(), metrics_address=None) if address else Settings()
     home = Path(tempfile.mkdtemp(prefix=f"orderflow-kernel-{tag}-"))
     atexit.register(shutil.rmtree, home, True)
-    address = temporal_address or os.environ.get(TEMPORAL_ENV)
     server = None
     try:
         if address:
-            await _check_temporal(address, base.namespace)
+            base = replace(base, temporal_address=address)
+            await _check_temporal(base)
         else:
             server = DevServer(port=free_port(), ui_port=free_port(), log_file=home / "temporal.log").start()
             await server.wait_ready()
-            address = server.address
+            base = replace(base, temporal_address=server.address)
         settings = replace(
             base,
-            temporal_address=address,
             db_url=f"sqlite:///{home / 'orderflow.db'}",
             orders_task_queue=f"{base.orders_task_queue}-nb-{tag}",
             shipping_task_queue=f"{base.shipping_task_queue}-nb-{tag}",

@@ -207,17 +207,29 @@ def test_openapi_docs_are_served(http):
     assert "/orders/{order_id}/signals/update-address" in paths
 
 
-def test_a_token_guards_every_mutating_endpoint(secured_api):
+def test_a_token_guards_every_order_endpoint(secured_api):
+    """Commands and reads alike (reads answer with addresses and payment ids); health and metrics stay open."""
     order_id = new_order_id()
+    auth = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=secured_api, timeout=20) as http:
         for path in ("start?payment_id=p", "signals/approve", "signals/cancel"):
             response = http.post(f"/orders/{order_id}/{path}")
             assert response.status_code == 401 and "token" in response.json()["error"]
         assert http.post(f"/orders/{order_id}/start?payment_id=p", headers={"Authorization": "Bearer wrong"}).status_code == 401
-        auth = {"Authorization": f"Bearer {TOKEN}"}
         assert http.post(f"/orders/{order_id}/start?payment_id=p-{order_id}", headers=auth).status_code == 201
-        assert http.get(f"/orders/{order_id}/status").status_code == 200  # reads need no token
+        for path in (f"/orders/{order_id}/status", f"/orders/{order_id}/state", "/orders"):
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
+                denied = http.get(path, headers=headers)
+                assert denied.status_code == 401 and "token" in denied.json()["error"], (path, headers)
+                assert order_id not in denied.text
+        assert http.get(f"/orders/{order_id}/status", headers=auth).json()["order_id"] == order_id
+        assert http.get("/healthz").status_code == 200 and http.get("/metrics").status_code == 200
         assert http.post(f"/orders/{order_id}/signals/cancel", headers=auth).status_code == 202
+        end = time.monotonic() + 15  # the order's row exists by the time the cancelled order has ended
+        while (state := http.get(f"/orders/{order_id}/state", headers=auth)).status_code == 404 and time.monotonic() < end:
+            time.sleep(0.1)
+        assert state.status_code == 200 and state.json()["order"]["id"] == order_id
+        assert order_id in {o["id"] for o in http.get("/orders", params={"limit": 500}, headers=auth).json()["orders"]}
 
 
 def test_no_generated_input_makes_the_api_fail(api):

@@ -236,3 +236,24 @@ def test_a_refund_racing_a_late_charge_never_leaves_it_charged_on_mysql(mysql_ur
         assert PaymentState.REFUNDED in outcomes or PaymentState.VOIDED in outcomes
     finally:
         repo.engine.dispose()
+
+
+def test_a_black_holed_mysql_fails_fast_instead_of_hanging():
+    """A server that accepts the connection and never answers: ping() says False within the
+    connect timeout (3 s), it does not hang the caller (before: /healthz hung, then said healthy)."""
+    import socket
+    import time
+
+    from orderflow.db.repository import Repository
+
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(8)  # accepts into the backlog, never reads or writes
+    try:
+        repo = Repository.from_url(f"mysql+pymysql://root@127.0.0.1:{hole.getsockname()[1]}/orderflow")
+        began = time.monotonic()
+        assert repo.ping() is False
+        assert time.monotonic() - began < 8
+        repo.engine.dispose()
+    finally:
+        hole.close()

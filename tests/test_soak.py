@@ -1,0 +1,137 @@
+"""The fault soak: the stack as `orderflow dev` runs it, orders over HTTP with the unmodified
+fault injector, address changes and cancels racing shipping, the orders worker killed, the
+Temporal server restarted. Afterwards database, history and status() must agree for every
+order, nothing may be lost or charged without shipment or refund, no answer may be a 500,
+and every history (orders and shipments, produced under these faults) must replay.
+
+Run it alone to see its figures: `.venv/bin/python -m pytest tests/test_soak.py -s`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+
+import httpx
+
+from orderflow import audit
+from orderflow import client as orders
+from orderflow.bench_api import histories_of, replay_histories
+from orderflow.config import Settings
+from orderflow.devstack import ProcessStack, free_port
+
+ORDERS = 36
+ARRIVALS_PER_SECOND = 2.0
+RETRYABLE = {503, 504}
+
+
+async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
+    rng = random.Random(8)  # which orders get address changes and cancels (the faults stay random)
+    tag = uuid.uuid4().hex[:6]
+    settings = Settings(temporal_address=f"127.0.0.1:{free_port()}", db_url=f"sqlite:///{tmp_path / 'soak.db'}",
+                        log_level="WARNING", orders_task_queue=f"orders-soak-{tag}",
+                        shipping_task_queue=f"shipping-soak-{tag}", max_in_flight=0)
+    stack = ProcessStack(settings, state_dir=tmp_path, api_port=free_port())
+    codes: Counter[int] = Counter()
+    timeline: list[str] = []
+
+    async def call(http: httpx.AsyncClient, method: str, path: str, **kw) -> httpx.Response | None:
+        """One request as a client would send it: retried (bounded) while the stack answers 503/504."""
+        for _ in range(40):
+            try:
+                response = await http.request(method, path, **kw)
+            except httpx.HTTPError:
+                await asyncio.sleep(0.25)
+                continue
+            codes[response.status_code] += 1
+            if response.status_code not in RETRYABLE:
+                return response
+            await asyncio.sleep(0.25)
+        return None
+
+    async def customer(http: httpx.AsyncClient, n: int) -> str:
+        order_id = f"soak-{tag}-{n}"
+        await asyncio.sleep(n / ARRIVALS_PER_SECOND)
+        started = await call(http, "POST", f"/orders/{order_id}/start", params={"payment_id": f"pay-{order_id}"},
+                             json={"address": f"{n} First Street"})
+        assert started is not None and started.status_code in (201, 409), started and started.text
+        plan = rng.choice(["plain", "plain", "address", "cancel_after_approve", "cancel_in_shipping"])
+        while True:  # the reviewer
+            status = await call(http, "GET", f"/orders/{order_id}/status")
+            body = status.json() if status is not None and status.status_code == 200 else {}
+            if body.get("temporal_status", "RUNNING") != "RUNNING":
+                return order_id
+            if body.get("status", {}).get("state") == "awaiting_review":
+                await call(http, "POST", f"/orders/{order_id}/signals/approve")
+                break
+            await asyncio.sleep(0.2)
+        if plan == "cancel_after_approve":
+            await call(http, "POST", f"/orders/{order_id}/signals/cancel", json={"reason": "soak"})
+        elif plan in ("address", "cancel_in_shipping"):
+            for _ in range(60):
+                status = await call(http, "GET", f"/orders/{order_id}/status")
+                state = status.json()["status"].get("state") if status is not None and status.status_code == 200 else None
+                if state not in ("approved", "charged", None):
+                    break
+                await asyncio.sleep(0.05)
+            if plan == "address":
+                await call(http, "POST", f"/orders/{order_id}/signals/update-address",
+                           json={"new_address": f"{n} Second Street"})
+            else:
+                await call(http, "POST", f"/orders/{order_id}/signals/cancel", json={"reason": "soak"})
+        return order_id
+
+    async def faults(began: float) -> None:
+        await asyncio.sleep(6)
+        stack.kill("orders")
+        timeline.append(f"{time.monotonic() - began:.1f} s: orders worker killed (SIGKILL)")
+        await asyncio.sleep(1)
+        stack.respawn("orders")
+        timeline.append(f"{time.monotonic() - began:.1f} s: orders worker started again")
+        await asyncio.sleep(2)
+        stack.kill("shipping")
+        timeline.append(f"{time.monotonic() - began:.1f} s: shipping worker killed (SIGKILL)")
+        await asyncio.sleep(1)
+        stack.respawn("shipping")
+        timeline.append(f"{time.monotonic() - began:.1f} s: shipping worker started again")
+        await asyncio.sleep(2)
+        timeline.append(f"{time.monotonic() - began:.1f} s: Temporal server stopped")
+        await stack.restart_server(down_seconds=1.0)
+        timeline.append(f"{time.monotonic() - began:.1f} s: Temporal server back")
+
+    async with stack:
+        client = await orders.connect(settings)
+        async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
+            began = time.monotonic()
+            fault_task = asyncio.create_task(faults(began))
+            ids = await asyncio.gather(*(customer(http, n) for n in range(ORDERS)))
+            await fault_task
+        seconds = {}
+        for order_id in ids:  # every order ends (a killed worker or a restart may delay it)
+            handle = orders.order_handle(client, order_id)
+            await asyncio.wait_for(handle.result(), 60)
+            desc = await handle.describe()
+            seconds[order_id] = (desc.close_time - desc.start_time).total_seconds()
+        from orderflow.db.repository import Repository
+
+        repo = Repository.from_url(settings.db_url)
+        try:
+            problems = await audit.check_against_temporal(repo, client, ids)
+            outcomes = Counter(r["state"] for r in audit.orders_df(repo, ids).to_dict("records"))
+        finally:
+            repo.engine.dispose()
+        replay = await replay_histories(await histories_of(client, stack, ids))
+
+    late = sorted(s for s in seconds.values() if s >= 15)
+    print(f"\nsoak: {ORDERS} orders over HTTP at {ARRIVALS_PER_SECOND}/s; faults: {'; '.join(timeline)}")
+    print(f"soak: outcomes {dict(outcomes)}; HTTP answers {dict(sorted(codes.items()))}; "
+          f"over 15 s: {len(late)} {late}; histories replayed {replay['histories']}, failures {replay['failures']}; "
+          f"disagreements and invariant violations: {len(problems)}")
+    assert problems == []
+    assert replay["failures"] == 0, replay["first_failures"]
+    assert codes[500] == 0 and not [c for c in codes if c >= 500 and c not in RETRYABLE]
+    assert sum(outcomes.values()) == ORDERS
+    assert len(timeline) == 6
