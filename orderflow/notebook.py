@@ -608,12 +608,12 @@ class OrderConsole:
         own = [r for r in self.replies if r.button == button.description and r.order_id == self.current_id]
         return own[-1] if own else None
 
-    def renew_if_unshipped(self) -> bool:
-        """If the current order ended without shipping (say its review deadline passed while you
-        read), take a new order id, and with it a new payment id. True if it did."""
-        if self.ended and self.status.state != OrderState.SHIPPED:
-            print(f"order {self.current_id} ended {self.status.state.value} ({self.status.reason}); "
-                  "using a new order id")
+    def renew_if_missed_review(self) -> bool:
+        """If the current order ended before anyone approved it (its review deadline passed while
+        you read, say), take a new order id, and with it a new payment id. True if it did."""
+        if self.ended and not self.status.approved:
+            print(f"order {self.current_id} ended {self.status.state.value} before approval "
+                  f"({self.status.reason}); using a new order id")
             self.new_order()
             return True
         return False

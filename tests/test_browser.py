@@ -263,7 +263,7 @@ async def test_quickstart_clicked_in_chromium(lab, page):
     try:
         await notebook.run_all({
             "console = OrderConsole(": person_runs_the_order,
-            "console.renew_if_unshipped()": cell_carried_on,
+            "console.renew_if_missed_review()": cell_carried_on,
             "stack.payments(": table,
             "plot_timeline(": image,
             "await stack.stop()": after_stop,
@@ -319,9 +319,9 @@ async def test_signals_and_queries_clicked_in_chromium(lab, page):
         await notebook.run_all({
             'order_id = new_id("side-by-side")': table,
             "mover = OrderConsole(": person_changes_the_address,
-            "mover.renew_if_unshipped()": address_cell_carried_on,
+            "mover.renew_if_missed_review()": address_cell_carried_on,
             "canceller = OrderConsole(": person_cancels,
-            "await canceller.press(canceller.start)": cancel_cell_carried_on,
+            "canceller.renew_if_missed_review()": cancel_cell_carried_on,
         })
     except BaseException:
         await keep_evidence("signals", page, lab)

@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from orderflow.devstack import free_port
 from orderflow.errors import CarrierRejected
-from orderflow.notebook import FaultCounter, StackError, start_stack, stripped
+from orderflow.notebook import FaultCounter, OrderConsole, StackError, start_stack, stripped
 
 NOTEBOOKS = sorted(Path(__file__).parents[1].joinpath("notebooks").glob("*.ipynb"))
 IDS = [p.stem for p in NOTEBOOKS]
@@ -136,3 +136,39 @@ async def test_nothing_listening_fails_at_once_naming_the_port():
     with pytest.raises(StackError, match=f"port {port}"):
         await start_stack(f"127.0.0.1:{port}")
     assert time.monotonic() - began < 6
+
+
+async def test_console_follows_its_order_and_says_when_the_stack_is_gone():
+    """The console outside a browser (its logic; tests/test_browser.py clicks it): buttons enabled
+    only when they make sense, a missed review shown with its reason and no "0.0 s left", a new
+    order id with a new payment id, and a clear answer from Start once the stack is stopped."""
+    stack = await start_stack()
+    try:
+        console = OrderConsole(stack, prefix="console-test")
+        first_id = console.order_id.value
+        assert console.payment_id.value == f"pay-{first_id}"
+        assert not console.start.disabled
+        assert [b.disabled for b in (console.approve, console.cancel, console.update_address)] == [True] * 3
+        assert await console.press(console.approve) is None  # disabled before Start: not pressed
+
+        reply = await console.press(console.start)
+        assert (reply.button, reply.ok, reply.order_id) == ("Start", True, first_id), reply
+        assert console.start.disabled and not console.cancel.disabled
+        await console.wait_for("awaiting_review")
+        assert not console.approve.disabled
+        assert "left to approve" in console.panel.value
+
+        ended = await console.wait_for("terminal", timeout=20)  # nobody approves
+        assert (ended.state.value, ended.approved) == ("cancelled", False), ended
+        assert all(b.disabled for b in (console.start, console.approve, console.cancel, console.update_address))
+        assert "ended cancelled" in console.panel.value and ended.reason in console.panel.value
+        assert "0.0 s left" not in console.panel.value
+
+        assert console.renew_if_missed_review()
+        assert console.order_id.value != first_id
+        assert console.payment_id.value == f"pay-{console.order_id.value}"
+        assert not console.start.disabled and console.status is None
+    finally:
+        await stack.stop()
+    reply = await console.press(console.start)
+    assert not reply.ok and "stack was stopped" in reply.text, reply
