@@ -31,7 +31,7 @@ from orderflow import metrics
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
 from orderflow.errors import InvalidOrder, OrderNotFound
-from orderflow.models import Item
+from orderflow.models import Item, OrderState
 
 ID_REGEX = orders.ID_PATTERN.pattern
 COMMAND_TIMEOUT = 20.0  # cancel and address changes answer with their outcome, inside the 15 s budget
@@ -64,6 +64,12 @@ class Started(BaseModel):
     order_id: str
     workflow_id: str
     run_id: str | None
+
+
+class Review(BaseModel):
+    order_id: str
+    state: str
+    awaiting_review: bool
 
 
 class Accepted(BaseModel):
@@ -181,6 +187,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
               dependencies=[Depends(authorize)], responses={404: {}, 409: {}})
     async def approve(order_id: OrderId, client: Client = Depends(temporal)) -> Accepted:
         return Accepted(order_id=order_id, result=await command(orders.approve(client, order_id), order_id))
+
+    @app.get("/orders/{order_id}/review", response_model=Review, dependencies=[Depends(authorize)],
+             responses={404: {}, 409: {}, 504: {}})
+    async def review(order_id: OrderId, client: Client = Depends(temporal)) -> Review:
+        """A reviewer's long poll: answers once the order awaits review (approve it now) or has
+        moved past it (approved, cancelled, ended), within the order's budget."""
+        state = await command(orders.wait_for_review(client, order_id), order_id)
+        return Review(order_id=order_id, state=state.value, awaiting_review=state == OrderState.AWAITING_REVIEW)
 
     @app.post("/orders/{order_id}/signals/cancel", status_code=202, response_model=Accepted,
               dependencies=[Depends(authorize)], responses={404: {}, 409: {}})

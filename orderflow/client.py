@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import re
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
@@ -18,10 +20,12 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError, TemporalError, WorkflowAlreadyStartedError
 from temporalio.runtime import LoggingConfig, PrometheusConfig, Runtime, TelemetryConfig, TelemetryFilter
 from temporalio.service import RPCError, RPCStatusCode
 
+from orderflow.activities import QuietFailureConverter
 from orderflow.config import ConfigError, Settings
 from orderflow.errors import InvalidOrder, OrderflowError, OrderNotFound
 from orderflow.models import Item, OrderRequest, OrderResult, OrderState, OrderStatus, Update
@@ -111,6 +115,10 @@ def runtime(metrics_address: str | None = None) -> Runtime:
     return _runtimes[metrics_address]
 
 
+# The SDK's converter, except that expected faults cross without a stack trace (activities.py).
+DATA_CONVERTER = dataclasses.replace(DataConverter.default, failure_converter_class=QuietFailureConverter)
+
+
 async def connect(settings: Settings | None = None) -> Client:
     """A Temporal client for ``settings`` (default: from the environment and the profile file).
 
@@ -120,7 +128,8 @@ async def connect(settings: Settings | None = None) -> Client:
     dev server, a self-hosted cluster or a managed service by configuration alone.
     """
     settings = settings or Settings.from_env()
-    return await Client.connect(**settings.client_connect_config(), runtime=runtime(settings.metrics_address))
+    return await Client.connect(**settings.client_connect_config(), runtime=runtime(settings.metrics_address),
+                                data_converter=DATA_CONVERTER)
 
 
 def order_workflow_id(order_id: str) -> str:
@@ -237,7 +246,7 @@ async def _recorded_result(handle: WorkflowHandle, order_id: str) -> dict[str, A
         raise temporal_error(err, f"result of order {order_id}") from err
 
 
-async def _update(client: Client, order_id: str, name: str, *args: str) -> str:
+async def _update(client: Client, order_id: str, name: str, *args: str, result_type: type = str) -> Any:
     """Run a validated Workflow Update; Rejected carries the workflow's reason.
 
     Every Temporal error becomes one of ours: Rejected / CommandFailed (409), OrderNotFound
@@ -246,7 +255,7 @@ async def _update(client: Client, order_id: str, name: str, *args: str) -> str:
     handle = order_handle(client, order_id)
     what = f"{name} for order {order_id}"
     try:
-        return await handle.execute_update(name, args=list(args), result_type=str)
+        return await handle.execute_update(name, args=list(args), result_type=result_type)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:  # unknown order, or its workflow has closed
             if await describe(client, order_id) != WorkflowExecutionStatus.RUNNING:
@@ -258,6 +267,15 @@ async def _update(client: Client, order_id: str, name: str, *args: str) -> str:
 
 async def approve(client: Client, order_id: str) -> str:
     return await _update(client, order_id, Update.APPROVE)
+
+
+async def wait_for_review(client: Client, order_id: str) -> OrderState:
+    """A reviewer's long poll: the order's state once it awaits review or has moved past it.
+
+    One Update instead of a status query every fraction of a second (measured: polling /status
+    every 0.2 s was a fifth of an order's CPU across API, server and worker).
+    """
+    return await _update(client, order_id, Update.WAIT_FOR_REVIEW, result_type=OrderState)
 
 
 async def cancel(client: Client, order_id: str, reason: str = "") -> str:
