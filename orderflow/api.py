@@ -34,7 +34,7 @@ from orderflow.errors import InvalidOrder, OrderNotFound
 from orderflow.models import Item, OrderState
 
 ID_REGEX = orders.ID_PATTERN.pattern
-COMMAND_TIMEOUT = 20.0  # cancel and address changes answer with their outcome, inside the 15 s budget
+COMMAND_TIMEOUT = 25.0  # accepted within 10 s (client.ACCEPT_TIMEOUT), then the outcome, inside the order's budget
 # Longer than the SDK's own retries of an unreachable server (about 10 s, measured), so a
 # start against a Temporal that is down ends as an unambiguous "not started" 503.
 START_TIMEOUT = 12.0

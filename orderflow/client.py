@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 import re
@@ -18,6 +19,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.converter import DataConverter
@@ -64,6 +66,7 @@ class StatusUnavailable(OrderflowError):
 
 
 STATUS_QUERY_TIMEOUT = timedelta(seconds=5)
+ACCEPT_TIMEOUT = timedelta(seconds=10)
 
 
 def temporal_error(err: TemporalError, what: str) -> OrderflowError:
@@ -255,7 +258,16 @@ async def _update(client: Client, order_id: str, name: str, *args: str, result_t
     handle = order_handle(client, order_id)
     what = f"{name} for order {order_id}"
     try:
-        return await handle.execute_update(name, args=list(args), result_type=result_type)
+        # Accepted (its validator passed) within ACCEPT_TIMEOUT, or nobody is there to answer;
+        # then its outcome, which the workflow gives once it is known (inside the order's budget).
+        try:
+            update = await asyncio.wait_for(handle.start_update(
+                name, args=list(args), wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=result_type),
+                ACCEPT_TIMEOUT.total_seconds())
+        except asyncio.TimeoutError:
+            raise NoAnswer(f"{what}: no worker accepted it within {ACCEPT_TIMEOUT.total_seconds():g} s; "
+                           "is the orders worker running?") from None
+        return await update.result()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:  # unknown order, or its workflow has closed
             if await describe(client, order_id) != WorkflowExecutionStatus.RUNNING:
