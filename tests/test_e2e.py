@@ -10,7 +10,7 @@ import pytest
 from orderflow import audit
 from orderflow import client as orders
 from orderflow.models import OrderState
-from tests.conftest import new_id
+from tests.helpers import new_id
 
 BUDGET = 15.0
 
