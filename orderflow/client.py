@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-
 import re
+import time
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -311,6 +311,50 @@ async def approve_when_ready(handle: WorkflowHandle) -> bool:
     except (WorkflowUpdateFailedError, RPCError):  # refused, or the workflow closed meanwhile
         return False
     return True
+
+
+@dataclass
+class PlacedOrder:
+    """One order of a batch, as ``place_orders`` saw it end."""
+
+    order_id: str
+    state: str  # the final state, or "workflow_failed" (failed, cancelled or terminated in Temporal)
+    seconds: float  # workflow start -> close, from Temporal's own timestamps
+    client_seconds: float  # start request -> result, as the caller saw it
+    result: OrderResult | None = None
+
+
+async def place_orders(client: Client, requests: list[OrderRequest], settings: Settings, *, concurrency: int = 10,
+                       approve: bool = True, on_done: Any = None) -> list[PlacedOrder]:
+    """Start each order, approve it the moment it awaits review (the reviewer bot), await its end.
+
+    At most ``concurrency`` at once (a closed loop). The one place a batch of orders is driven
+    in-process: the closed-loop benchmark, the notebooks and the tests call it; ``on_done`` is
+    called with each PlacedOrder (a progress bar).
+    """
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(req: OrderRequest) -> PlacedOrder:
+        async with gate:
+            began = time.monotonic()
+            handle = await start_order(client, req, settings)
+            if approve:
+                await approve_when_ready(handle)
+            ended: OrderResult | None = None
+            try:
+                ended = await handle.result()
+                state = ended.state.value
+            except WorkflowFailureError:
+                state = "workflow_failed"
+            client_seconds = time.monotonic() - began
+            desc = await handle.describe()
+            placed = PlacedOrder(req.order_id, state, (desc.close_time - desc.start_time).total_seconds(),
+                                 client_seconds, ended)
+            if on_done is not None:
+                on_done(placed)
+            return placed
+
+    return list(await asyncio.gather(*(one(req) for req in requests)))
 
 
 async def result(handle: WorkflowHandle) -> OrderResult:
