@@ -15,7 +15,7 @@ from datetime import timedelta
 from typing import Annotated, Any, TypeVar
 
 import uvicorn
-from fastapi import Depends, FastAPI, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,15 +26,15 @@ from temporalio.client import Client
 from temporalio.exceptions import TemporalError
 
 from orderflow import client as orders
-from orderflow.admission import Admission, Overloaded
 from orderflow import metrics
+from orderflow.admission import Admission, Overloaded
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
 from orderflow.errors import InvalidOrder, OrderNotFound
-from orderflow.models import Item
+from orderflow.models import Item, OrderState
 
 ID_REGEX = orders.ID_PATTERN.pattern
-COMMAND_TIMEOUT = 20.0  # cancel and address changes answer with their outcome, inside the 15 s budget
+COMMAND_TIMEOUT = 25.0  # accepted within 10 s (client.ACCEPT_TIMEOUT), then the outcome, inside the order's budget
 # Longer than the SDK's own retries of an unreachable server (about 10 s, measured), so a
 # start against a Temporal that is down ends as an unambiguous "not started" 503.
 START_TIMEOUT = 12.0
@@ -64,6 +64,12 @@ class Started(BaseModel):
     order_id: str
     workflow_id: str
     run_id: str | None
+
+
+class Review(BaseModel):
+    order_id: str
+    state: str
+    awaiting_review: bool
 
 
 class Accepted(BaseModel):
@@ -96,6 +102,149 @@ def _error(status: int, message: str, detail: Any = None) -> JSONResponse:
     return JSONResponse(status_code=status, content=jsonable_encoder(body))
 
 
+# -- dependencies: what each route needs, from the app's state -----------------------------------
+
+def app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+async def temporal(request: Request) -> Client:
+    """The Temporal client, connected on first use (and again after a failed connect)."""
+    state = request.app.state
+    if state.client is None:
+        try:
+            state.client = await asyncio.wait_for(orders.connect(state.settings), 5)
+        except Exception as err:
+            raise HTTPException(503, f"Temporal is unreachable at {state.settings.temporal_address}: {err}") from err
+    return state.client
+
+
+def repo(request: Request) -> Repository:
+    return request.app.state.repo
+
+
+def authorize(request: Request, authorization: Annotated[str | None, Header()] = None) -> None:
+    """With ORDERFLOW_API_TOKEN set, every order endpoint (commands and reads: they answer
+    with addresses and payment ids) needs the bearer token; /healthz and /metrics do not."""
+    token = request.app.state.settings.api_token
+    if token is None:
+        return
+    if authorization is None or not secrets.compare_digest(authorization, f"Bearer {token}"):
+        raise HTTPException(401, "missing or wrong bearer token (ORDERFLOW_API_TOKEN is set)")
+
+
+async def command(call: Awaitable[T], order_id: str) -> T:
+    try:
+        return await asyncio.wait_for(call, COMMAND_TIMEOUT)
+    except Exception as err:
+        raise http_error(err, order_id) from err
+
+
+TemporalClient = Annotated[Client, Depends(temporal)]
+Database = Annotated[Repository, Depends(repo)]
+
+# -- the order routes ------------------------------------------------------------------------------
+orders_router = APIRouter(prefix="/orders", dependencies=[Depends(authorize)])
+
+
+@orders_router.post("/{order_id}/start", status_code=201, response_model=Started,
+                    responses={409: {}, 422: {}, 429: {}, 503: {}})
+async def start(request: Request, order_id: OrderId, payment_id: Annotated[str, Query(pattern=ID_REGEX)],
+                client: TemporalClient, db: Database, body: StartBody | None = None) -> Started:
+    body = body or StartBody()
+    items = [Item(sku=i.sku, qty=i.qty) for i in body.items] if body.items is not None else None
+    req = orders.new_order(order_id, payment_id, items=items, address=body.address)
+    handle = await admit_and_start(client, db, request.app.state.admission, req, request.app.state.settings)
+    metrics.ORDERS_STARTED.inc()
+    return Started(order_id=order_id, workflow_id=handle.id, run_id=handle.result_run_id)
+
+
+@orders_router.post("/{order_id}/signals/approve", status_code=202, response_model=Accepted,
+                    responses={404: {}, 409: {}})
+async def approve(order_id: OrderId, client: TemporalClient) -> Accepted:
+    return Accepted(order_id=order_id, result=await command(orders.approve(client, order_id), order_id))
+
+
+@orders_router.get("/{order_id}/review", response_model=Review, responses={404: {}, 409: {}, 504: {}})
+async def review(order_id: OrderId, client: TemporalClient) -> Review:
+    """A reviewer's long poll: answers once the order awaits review (approve it now) or has
+    moved past it (approved, cancelled, ended), within the order's budget."""
+    state = await command(orders.wait_for_review(client, order_id), order_id)
+    return Review(order_id=order_id, state=state.value, awaiting_review=state == OrderState.AWAITING_REVIEW)
+
+
+@orders_router.post("/{order_id}/signals/cancel", status_code=202, response_model=Accepted,
+                    responses={404: {}, 409: {}})
+async def cancel(order_id: OrderId, client: TemporalClient, body: CancelBody | None = None) -> Accepted:
+    """Answers once the outcome is known: cancelled (and refunded), or 409 if the parcel left first."""
+    reason = body.reason if body else ""
+    return Accepted(order_id=order_id, result=await command(orders.cancel(client, order_id, reason), order_id))
+
+
+@orders_router.post("/{order_id}/signals/update-address", status_code=202, response_model=Accepted,
+                    responses={404: {}, 409: {}})
+async def update_address(order_id: OrderId, body: AddressBody, client: TemporalClient) -> Accepted:
+    """Before shipping: adopted at once. During shipping: answers once the parcel was dispatched to
+    the new address, or 409 if it went to the old one first."""
+    result = await command(orders.update_address(client, order_id, body.new_address), order_id)
+    return Accepted(order_id=order_id, result=result)
+
+
+@orders_router.get("/{order_id}/status", response_model=OrderStatusOut, responses={404: {}, 503: {}, 504: {}})
+async def status(order_id: OrderId, client: TemporalClient, db: Database) -> OrderStatusOut:
+    return await order_status(client, db, order_id)
+
+
+@orders_router.get("/{order_id}/state", responses={404: {}})
+async def state(order_id: OrderId, db: Database, events: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
+    try:
+        view = await asyncio.to_thread(db.order_view, order_id, events)
+    except OrderNotFound as err:
+        raise HTTPException(404, f"order {order_id} has no persisted record (yet)") from err
+    return jsonable_encoder(view)
+
+
+@orders_router.get("")
+async def list_orders(db: Database, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                      offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+    rows = await asyncio.to_thread(db.list_orders, limit, offset)
+    return jsonable_encoder({"limit": limit, "offset": offset, "orders": rows})
+
+
+# -- health, and the app ---------------------------------------------------------------------------
+health_router = APIRouter()
+
+
+@health_router.get("/healthz", response_model=Health)
+async def healthz(request: Request, db: Database) -> JSONResponse:
+    try:
+        temporal_ok = await temporal_reachable(await temporal(request))
+    except HTTPException:
+        temporal_ok = False
+    database_ok = await asyncio.to_thread(db.ping)
+    code = 200 if temporal_ok and database_ok else 503
+    return JSONResponse(status_code=code, content={"temporal": temporal_ok, "database": database_ok})
+
+
+async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
+    detail = [{"loc": e.get("loc"), "msg": e.get("msg")} for e in err.errors()]
+    return _error(422, "invalid request", detail)
+
+
+async def _http(_request: Request, err: StarletteHTTPException) -> JSONResponse:
+    response = _error(err.status_code, str(err.detail))
+    response.headers.update(err.headers or {})  # e.g. Retry-After on a 429
+    return response
+
+
+async def _database(_request: Request, err: SQLAlchemyError) -> JSONResponse:
+    return _error(503, f"database unavailable ({type(err).__name__}); is it up and migrated (orderflow db upgrade)?")
+
+
+async def _unexpected(_request: Request, err: Exception) -> JSONResponse:
+    return _error(500, f"internal error ({type(err).__name__}); see the server log")
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
 
@@ -107,127 +256,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.repo.engine.dispose()
 
-    app = FastAPI(
-        title="orderflow",
-        version="0.1.0",
-        description="Start, approve, cancel and inspect orders running on Temporal.",
-        lifespan=lifespan,
-    )
+    app = FastAPI(title="orderflow", version="0.1.0", lifespan=lifespan,
+                  description="Start, approve, cancel and inspect orders running on Temporal.")
+    app.state.settings = settings
     metrics.instrument_api(app, lambda: getattr(app.state, "repo", None))  # GET /metrics
-
-    async def temporal(request: Request) -> Client:
-        """The Temporal client, connected on first use (and again after a failed connect)."""
-        if request.app.state.client is None:
-            try:
-                request.app.state.client = await asyncio.wait_for(orders.connect(settings), 5)
-            except Exception as err:
-                raise HTTPException(503, f"Temporal is unreachable at {settings.temporal_address}: {err}") from err
-        return request.app.state.client
-
-    def repo(request: Request) -> Repository:
-        return request.app.state.repo
-
-    def authorize(authorization: Annotated[str | None, Header()] = None) -> None:
-        """With ORDERFLOW_API_TOKEN set, every order endpoint (commands and reads: they answer
-        with addresses and payment ids) needs the bearer token; /healthz and /metrics do not."""
-        if settings.api_token is None:
-            return
-        expected = f"Bearer {settings.api_token}"
-        if authorization is None or not secrets.compare_digest(authorization, expected):
-            raise HTTPException(401, "missing or wrong bearer token (ORDERFLOW_API_TOKEN is set)")
-
-    async def command(call: Awaitable[T], order_id: str) -> T:
-        try:
-            return await asyncio.wait_for(call, COMMAND_TIMEOUT)
-        except Exception as err:
-            raise http_error(err, order_id) from err
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_request: Request, err: RequestValidationError) -> JSONResponse:
-        detail = [{"loc": e.get("loc"), "msg": e.get("msg")} for e in err.errors()]
-        return _error(422, "invalid request", detail)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, err: StarletteHTTPException) -> JSONResponse:
-        response = _error(err.status_code, str(err.detail))
-        response.headers.update(err.headers or {})  # e.g. Retry-After on a 429
-        return response
-
-    @app.exception_handler(SQLAlchemyError)
-    async def _database(_request: Request, err: SQLAlchemyError) -> JSONResponse:
-        return _error(503, f"database unavailable ({type(err).__name__}); is it up and migrated (orderflow db upgrade)?")
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_request: Request, err: Exception) -> JSONResponse:
-        return _error(500, f"internal error ({type(err).__name__}); see the server log")
-
-    @app.post("/orders/{order_id}/start", status_code=201, response_model=Started,
-              dependencies=[Depends(authorize)], responses={409: {}, 422: {}, 429: {}, 503: {}})
-    async def start(
-        order_id: OrderId,
-        payment_id: Annotated[str, Query(pattern=ID_REGEX)],
-        body: StartBody | None = None,
-        client: Client = Depends(temporal),
-        db: Repository = Depends(repo),
-    ) -> Started:
-        body = body or StartBody()
-        items = [Item(sku=i.sku, qty=i.qty) for i in body.items] if body.items is not None else None
-        req = orders.new_order(order_id, payment_id, items=items, address=body.address)
-        handle = await admit_and_start(client, db, app.state.admission, req, settings)
-        metrics.ORDERS_STARTED.inc()
-        return Started(order_id=order_id, workflow_id=handle.id, run_id=handle.result_run_id)
-
-    @app.post("/orders/{order_id}/signals/approve", status_code=202, response_model=Accepted,
-              dependencies=[Depends(authorize)], responses={404: {}, 409: {}})
-    async def approve(order_id: OrderId, client: Client = Depends(temporal)) -> Accepted:
-        return Accepted(order_id=order_id, result=await command(orders.approve(client, order_id), order_id))
-
-    @app.post("/orders/{order_id}/signals/cancel", status_code=202, response_model=Accepted,
-              dependencies=[Depends(authorize)], responses={404: {}, 409: {}})
-    async def cancel(order_id: OrderId, body: CancelBody | None = None, client: Client = Depends(temporal)) -> Accepted:
-        reason = body.reason if body else ""
-        return Accepted(order_id=order_id, result=await command(orders.cancel(client, order_id, reason), order_id))
-
-    @app.post("/orders/{order_id}/signals/update-address", status_code=202, response_model=Accepted,
-              dependencies=[Depends(authorize)], responses={404: {}, 409: {}})
-    async def update_address(order_id: OrderId, body: AddressBody, client: Client = Depends(temporal)) -> Accepted:
-        result = await command(orders.update_address(client, order_id, body.new_address), order_id)
-        return Accepted(order_id=order_id, result=result)
-
-    @app.get("/orders/{order_id}/status", response_model=OrderStatusOut, dependencies=[Depends(authorize)],
-             responses={404: {}, 503: {}, 504: {}})
-    async def status(order_id: OrderId, client: Client = Depends(temporal),
-                     db: Repository = Depends(repo)) -> OrderStatusOut:
-        return await order_status(client, db, order_id)
-
-    @app.get("/orders/{order_id}/state", dependencies=[Depends(authorize)], responses={404: {}})
-    async def state(order_id: OrderId, db: Repository = Depends(repo),
-                    events: Annotated[int, Query(ge=1, le=500)] = 50) -> dict[str, Any]:
-        try:
-            view = await asyncio.to_thread(db.order_view, order_id, events)
-        except OrderNotFound as err:
-            raise HTTPException(404, f"order {order_id} has no persisted record (yet)") from err
-        return jsonable_encoder(view)
-
-    @app.get("/orders", dependencies=[Depends(authorize)])
-    async def list_orders(
-        db: Repository = Depends(repo),
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
-    ) -> dict[str, Any]:
-        rows = await asyncio.to_thread(db.list_orders, limit, offset)
-        return jsonable_encoder({"limit": limit, "offset": offset, "orders": rows})
-
-    @app.get("/healthz", response_model=Health)
-    async def healthz(request: Request, db: Repository = Depends(repo)) -> JSONResponse:
-        try:
-            temporal_ok = await temporal_reachable(await temporal(request))
-        except HTTPException:
-            temporal_ok = False
-        database_ok = await asyncio.to_thread(db.ping)
-        code = 200 if temporal_ok and database_ok else 503
-        return JSONResponse(status_code=code, content={"temporal": temporal_ok, "database": database_ok})
-
+    app.include_router(orders_router)
+    app.include_router(health_router)
+    app.add_exception_handler(RequestValidationError, _invalid)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _http)  # type: ignore[arg-type]
+    app.add_exception_handler(SQLAlchemyError, _database)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
     return app
 
 

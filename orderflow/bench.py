@@ -148,29 +148,14 @@ async def run(label: str, n: int, concurrency: int, policy: StepPolicy, fast_tim
     async with ProcessStack(settings, fast_timers=fast_timers) as stack:
         client = await orders.connect(settings)
         sampler = asyncio.create_task(sample_rss(stack, peaks, stop))
-        gate = asyncio.Semaphore(concurrency)
         bar = tqdm(total=n, desc=label, unit="order", disable=not progress)
-        runs: list[OrderRun] = []
-
-        async def one(i: int) -> None:
-            async with gate:
-                order_id = f"bench-{suffix}-{i}"
-                req = replace(orders.new_order(order_id, f"pay-{order_id}"), policy=policy, budget_seconds=budget)
-                began = time.monotonic()
-                handle = await orders.start_order(client, req, settings)
-                await orders.approve_when_ready(handle)
-                try:
-                    state = (await handle.result()).state.value
-                except Exception:  # noqa: BLE001 - a failed or cancelled workflow is an outcome to count
-                    state = "workflow_failed"
-                client_seconds = time.monotonic() - began
-                desc = await handle.describe()
-                runs.append(OrderRun(order_id, state, (desc.close_time - desc.start_time).total_seconds(), client_seconds))
-                bar.update()
-
+        requests = [replace(orders.new_order(f"bench-{suffix}-{i}", f"pay-bench-{suffix}-{i}"), policy=policy,
+                            budget_seconds=budget) for i in range(n)]
         cpu_before, driver_before = stack.cpu_seconds(), driver_cpu()
         began = time.monotonic()
-        await asyncio.gather(*(one(i) for i in range(n)))
+        placed = await orders.place_orders(client, requests, settings, concurrency=concurrency,
+                                           on_done=lambda _: bar.update())
+        runs = [OrderRun(p.order_id, p.state, p.seconds, p.client_seconds) for p in placed]
         wall = time.monotonic() - began
         cpu = cpu_delta(cpu_before, stack.cpu_seconds())
         cpu["bench driver"] = driver_cpu() - driver_before

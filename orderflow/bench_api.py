@@ -1,8 +1,8 @@
 """The user-path benchmark (``orderflow bench --api``): the stack as ``orderflow dev`` runs it
 (``devstack.ProcessStack``: dev server, API and each worker in its own process), orders
 placed over HTTP in an **open loop** (``--rate`` arrivals a second on a fixed schedule, never
-waiting for earlier orders), each approved by a reviewer that polls ``/status`` until it
-says ``awaiting_review``.
+waiting for earlier orders), each approved by a reviewer who waits on ``GET /orders/{id}/review``
+(a long poll that answers once the order awaits review) and then approves it.
 
 An open loop shows what a closed loop hides: when orders arrive faster than the stack
 finishes them, the queue grows, and only admission control (429) keeps admitted orders
@@ -36,7 +36,6 @@ from orderflow.devstack import ProcessStack, free_port
 from orderflow.worker import WORKFLOW_RUNNER
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 
-REVIEW_POLL_SECONDS = 0.2  # how often the reviewer looks at /status, like a person refreshing a page
 
 
 @dataclass
@@ -105,16 +104,10 @@ async def _customer_and_reviewer(http: httpx.AsyncClient, client: Client, tally:
         order.start_code = answer.status_code if answer is not None else None
         if order.start_code != 201:
             return
-        while True:  # the reviewer
-            answer = await tally.call(http.get(f"/orders/{order.order_id}/status"))
-            if answer is not None and answer.status_code == 200:
-                body = answer.json()
-                if body["temporal_status"] != "RUNNING":
-                    break
-                if body["status"].get("state") == "awaiting_review":
-                    await tally.call(http.post(f"/orders/{order.order_id}/signals/approve"))
-                    break
-            await asyncio.sleep(REVIEW_POLL_SECONDS)
+        # The reviewer: a long poll that answers once the order awaits review, then the approval.
+        answer = await tally.call(http.get(f"/orders/{order.order_id}/review"))
+        if answer is not None and answer.status_code == 200 and answer.json()["awaiting_review"]:
+            await tally.call(http.post(f"/orders/{order.order_id}/signals/approve"))
         handle = orders.order_handle(client, order.order_id)
         try:  # the measurement, not the user: Temporal says when and how the order ended
             order.state = (await handle.result()).state.value
@@ -166,7 +159,10 @@ async def run_api(rate: float, duration: float, db_url: str | None, workdir: Pat
     peaks: dict[str, float] = {}
     stop = asyncio.Event()
     with (workdir / "stack.log").open("w") as log:
-        async with ProcessStack(settings, api_port=free_port(), logs=log) as stack:
+        # The dev server keeps its state in a file, as `orderflow dev` does (not in memory).
+        for stale in workdir.glob("temporal.db*"):
+            stale.unlink()
+        async with ProcessStack(settings, state_dir=workdir, api_port=free_port(), logs=log) as stack:
             client = await orders.connect(settings)
             sampler = asyncio.create_task(sample_rss(stack, peaks, stop))
             bar = tqdm(total=offered, desc=f"{rate:g}/s over HTTP", unit="order", disable=not progress)
@@ -230,7 +226,7 @@ async def run_api(rate: float, duration: float, db_url: str | None, workdir: Pat
         },
         replay=replay, invariant_violations=violations,
         notes=[f"CPU is measured from the first arrival to the last order's end, divided by admitted orders; "
-               f"the reviewer polls /status every {REVIEW_POLL_SECONDS} s and that load is part of the API's share.",
+               "the reviewer's long poll (GET /orders/{id}/review) and approval are part of the API's share.",
                f"stack logs: {workdir / 'stack.log'}"],
     )
     return report, runs

@@ -103,9 +103,9 @@ class StepPolicy:
     retry_max_seconds: float = 0.2
     retry_backoff: float = 2.0
     # Backoffs up to this retry inside the worker, in the same workflow task; longer ones (from
-    # the 5th attempt on: 10, 20, 40, 80, then 160 ms) wait on a timer, which ends the task, so a
-    # query, signal or update waits for at most about four attempts of a step (~1 s).
-    local_retry_threshold_seconds: float = 0.1
+    # the 7th attempt on: 10, 20, 40, 80, 160, then 200 ms) wait on a timer, which ends the task,
+    # so a query, signal or update waits for at most about six attempts of a step (~1.5 s).
+    local_retry_threshold_seconds: float = 0.19
     dispatch_attempts: int = 5
     shipping_attempts: int = 5
     refund_reserve_seconds: float = 3.0
@@ -320,3 +320,4 @@ class ShippingResult:
     reason: str | None = None
     steps: dict[str, StepStats] = field(default_factory=dict)
     events: list[AuditEvent] = field(default_factory=list)
+    out_of_time: bool = False  # it stopped at the order's work deadline: no further shipment fits

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from temporalio import activity
-from temporalio.client import Client, WorkflowHandle, WorkflowHistory
+from temporalio.client import Client
 
 from orderflow import stubs
 from orderflow.client import connect
@@ -22,27 +15,7 @@ from orderflow.config import Settings
 from orderflow.db import migrate
 from orderflow.db.repository import Repository
 from orderflow.devstack import DevServer, free_port
-from orderflow.worker import build_workers
-
-MYSQL_SERVER = os.environ.get("ORDERFLOW_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
-HISTORIES = Path(__file__).with_name("histories")
-
-
-class ScriptedRandom:
-    """Stands in for ``random`` inside the stubs: scripted draws per activity, else success.
-
-    Only for tests that take one path on purpose; they say so. 0.1 fails, 0.5 hangs, 0.9 succeeds.
-    """
-
-    def __init__(self) -> None:
-        self.script: dict[str, list[float]] = {}
-
-    def random(self) -> float:
-        queue = self.script.get(activity.info().activity_type)
-        return queue.pop(0) if queue else 0.9
-
-    def set(self, **draws: list[float]) -> None:
-        self.script = {name: list(values) for name, values in draws.items()}
+from tests.helpers import MYSQL_SERVER, ScriptedRandom, Stack, running_stack
 
 
 @pytest.fixture(scope="session")
@@ -87,36 +60,6 @@ def repo(request) -> Iterator[Repository]:
     repository.engine.dispose()
 
 
-@dataclass
-class Stack:
-    """A running set of workers with the settings and repository they use."""
-
-    client: Client
-    settings: Settings
-    repo: Repository
-
-
-@asynccontextmanager
-async def running_stack(client: Client, address: str, db_url: str, suffix: str) -> AsyncIterator[Stack]:
-    settings = Settings(
-        temporal_address=address,
-        db_url=db_url,
-        orders_task_queue=f"orders-tq-{suffix}",
-        shipping_task_queue=f"shipping-tq-{suffix}",
-    )
-    repository = Repository.from_url(db_url)
-    workers = build_workers(client, repository, settings)
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    try:
-        yield Stack(client, settings, repository)
-    finally:
-        for worker in workers:
-            await worker.shutdown()
-        for task in tasks:
-            await task
-        repository.engine.dispose()
-
-
 @pytest.fixture(scope="session")
 async def stack(client: Client, dev_server: DevServer, sqlite_url: str) -> AsyncIterator[Stack]:
     async with running_stack(client, dev_server.address, sqlite_url, "sqlite") as running:
@@ -137,18 +80,3 @@ def scripted(monkeypatch) -> ScriptedRandom:
     return fake
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def save_history(handle: WorkflowHandle, name: str) -> None:
-    """With ORDERFLOW_RECORD_HISTORIES=1, keep this run's history for the replay tests."""
-    if os.environ.get("ORDERFLOW_RECORD_HISTORIES") == "1":
-        history = await handle.fetch_history()
-        record = {"workflow_id": handle.id, "history": json.loads(history.to_json())}
-        (HISTORIES / f"{name}.json").write_text(json.dumps(record))
-
-
-def load_history(path: Path) -> WorkflowHistory:
-    record = json.loads(path.read_text())
-    return WorkflowHistory.from_json(record["workflow_id"], record["history"])

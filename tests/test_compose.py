@@ -30,7 +30,7 @@ from orderflow import cli
 from orderflow.config import Settings
 from orderflow.db import migrate
 from orderflow.devstack import FAST_TIMERS, free_port, spawn_orderflow
-from tests.conftest import MYSQL_SERVER
+from tests.helpers import MYSQL_SERVER
 
 ROOT = Path(__file__).parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

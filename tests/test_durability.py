@@ -10,7 +10,7 @@ from orderflow.db import migrate
 from orderflow.db.repository import Repository
 from orderflow.devstack import spawn_orderflow
 from orderflow.models import PaymentState
-from tests.conftest import new_id
+from tests.helpers import new_id
 
 
 async def test_an_order_survives_its_worker_being_killed(client, dev_server, tmp_path):

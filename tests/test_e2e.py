@@ -3,32 +3,20 @@
 Nothing here controls flaky_call: a third of attempts fail and a third hang.
 """
 
-import asyncio
-
 import pytest
 
 from orderflow import audit
 from orderflow import client as orders
 from orderflow.models import OrderState
-from tests.conftest import new_id
+from tests.helpers import new_id
 
 BUDGET = 15.0
 
 
 async def run_orders(stack, count: int, concurrency: int) -> dict[str, tuple]:
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one(n: int):
-        async with gate:
-            order_id = new_id(f"e2e{n}")
-            handle = await orders.start_order(stack.client, orders.new_order(order_id, f"pay-{order_id}"), stack.settings)
-            await orders.approve_when_ready(handle)
-            result = await handle.result()
-            desc = await handle.describe()
-            return order_id, result, (desc.close_time - desc.start_time).total_seconds()
-
-    done = await asyncio.gather(*(one(n) for n in range(count)))
-    return {order_id: (result, seconds) for order_id, result, seconds in done}
+    requests = [orders.new_order(order_id, f"pay-{order_id}") for order_id in (new_id(f"e2e{n}") for n in range(count))]
+    placed = await orders.place_orders(stack.client, requests, stack.settings, concurrency=concurrency)
+    return {p.order_id: (p.result, p.seconds) for p in placed}
 
 
 async def check(stack, outcomes: dict[str, tuple]) -> None:

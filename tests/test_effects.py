@@ -20,7 +20,7 @@ from orderflow import audit
 from orderflow import client as orders
 from orderflow.models import OrderState, PaymentState, Signal
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
-from tests.conftest import new_id
+from tests.helpers import new_id
 
 FAIL, HANG = 0.1, 0.5
 

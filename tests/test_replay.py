@@ -9,7 +9,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from orderflow.worker import WORKFLOW_RUNNER
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
-from tests.conftest import HISTORIES, load_history
+from tests.helpers import HISTORIES, load_history
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
 

@@ -9,7 +9,7 @@ from temporalio.testing import WorkflowEnvironment
 from orderflow import client as orders
 from orderflow.devstack import installed_binary
 from orderflow.models import OrderState, PaymentState, StepPolicy
-from tests.conftest import new_id, running_stack
+from tests.helpers import new_id, running_stack
 
 
 @pytest.fixture(scope="module")

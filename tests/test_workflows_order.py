@@ -14,7 +14,7 @@ from temporalio.exceptions import CancelledError
 from orderflow import client as orders
 from orderflow.errors import InvalidOrder
 from orderflow.models import Item, OrderState, PaymentState, Signal
-from tests.conftest import new_id, save_history
+from tests.helpers import new_id, save_history
 
 FAIL, HANG = 0.1, 0.5
 

@@ -331,17 +331,19 @@ class Repository:
         return result.rowcount > 0
 
     # -- steps: one idempotency record per step execution key -------------------------
-    def begin_attempt(self, key: str, order_id: str, step: str) -> tuple[int, StepRecord]:
+    def begin_attempt(self, key: str, order_id: str, step: str, first: bool = True) -> tuple[int, StepRecord]:
         """Count a new attempt of step ``key``; returns (its number, the record).
 
         A step that already has an outcome is not counted: the caller answers with the
         recorded outcome. Numbers come from the database, so they stay unique when a
-        discarded workflow task runs the step again.
+        discarded workflow task runs the step again. ``first``: the first attempt of this
+        execution, which creates the row if needed (later ones find it).
         """
         now = utcnow()
         with self.engine.begin() as conn:
-            _insert_ignore(conn, steps, [dict(step_key=key, order_id=order_id, step=step, status="running",
-                                              attempts=0, failures=0, created_at=now, updated_at=now)])
+            if first:
+                _insert_ignore(conn, steps, [dict(step_key=key, order_id=order_id, step=step, status="running",
+                                                  attempts=0, failures=0, created_at=now, updated_at=now)])
             conn.execute(
                 sa.update(steps).where(steps.c.step_key == key, steps.c.status == "running")
                 .values(attempts=steps.c.attempts + 1, updated_at=now)

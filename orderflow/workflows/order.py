@@ -7,7 +7,7 @@ retrying at ``work_deadline``, which keeps a reserve for the refund.
 
 Where an order becomes X: ``_enter`` is the only place that changes ``self.state``; the
 step that establishes a state persists it with its own outcome (``state=`` on the step),
-every other state is persisted by ``_flush``.
+and the final write (``_close``) persists the end state.
 """
 
 from __future__ import annotations
@@ -72,7 +72,6 @@ class OrderWorkflow:
         self.cancel_requested = False
         self.cancel_reason = ""
         self.reason: str | None = None
-        self.out_of_time = False  # set by a timer at the work deadline: replay sees it identically
         self.signals: list[SignalRecord] = []
         self.dispatch_failures: list[str] = []
         self.shipping_steps: dict[str, StepStats] = {}
@@ -89,7 +88,6 @@ class OrderWorkflow:
     # -- the lifecycle ----------------------------------------------------------------
     @workflow.run
     async def run(self, req: OrderRequest) -> OrderResult:
-        timer = asyncio.create_task(self._deadline_timer())
         lifecycle = asyncio.create_task(self._lifecycle())
         try:
             await asyncio.shield(lifecycle)
@@ -105,7 +103,6 @@ class OrderWorkflow:
             if self.state == OrderState.CANCELLED:
                 await self._close()
                 raise
-        timer.cancel()
         await self._close()
         return OrderResult(
             order_id=req.order_id,
@@ -118,17 +115,14 @@ class OrderWorkflow:
             audit_events=self.audit_events,
         )
 
-    async def _deadline_timer(self) -> None:
-        await workflow.sleep(max(self.work_deadline - workflow.now(), timedelta(milliseconds=1)),
-                             summary="work deadline")
-        self.out_of_time = True
-
     async def _lifecycle(self) -> None:
         self.trail.record("order_started", payment_id=self.req.payment_id, budget_seconds=self.req.budget_seconds,
                           deadline=self.deadline.isoformat())
         try:
             await self._step("receive", OrderActivities.receive_order, OrderState.RECEIVED, interruptible=False)
-            await self._step("validate", OrderActivities.validate_order, OrderState.VALIDATED)
+            # A validated order awaits review at once: the step persists that state with its outcome.
+            await self._step("validate", OrderActivities.validate_order, OrderState.VALIDATED,
+                             persist=OrderState.AWAITING_REVIEW)
             await self._review()
             self.payment = PaymentState.CHARGING
             await self._step("charge", OrderActivities.charge_payment, OrderState.CHARGED)
@@ -146,12 +140,12 @@ class OrderWorkflow:
                 await self._abort(OrderState.FAILED, err.reason)
 
     async def _step(self, step: str, activity, state: OrderState | None, *, interruptible: bool = True,
-                    deadline: bool = True) -> StepResult:
+                    deadline: bool = True, persist: OrderState | None = None) -> StepResult:
         if interruptible and self.cancel_requested:
             raise StepInterrupted(step, f"{step} not started: order is being cancelled")
         result = await self.steps.run(
             activity,
-            self._request(step, state),
+            self._request(step, persist or state),
             deadline=self.work_deadline if deadline else None,
             stop=(lambda: self.cancel_requested) if interruptible else None,
         )
@@ -172,7 +166,6 @@ class OrderWorkflow:
     async def _review(self) -> None:
         """Wait for a human's approval, or a cancellation, until the review deadline."""
         self._enter(OrderState.AWAITING_REVIEW)
-        await self._flush(state=OrderState.AWAITING_REVIEW)
         self.steps.current = "review"
         now = workflow.now()
         review_deadline = self.work_deadline - timedelta(seconds=self.policy.post_review_reserve_seconds)
@@ -195,7 +188,7 @@ class OrderWorkflow:
     async def _ship(self) -> None:
         """Run ShippingWorkflow children until one dispatches, within the budget."""
         for shipment_no in range(1, self.policy.shipping_attempts + 1):
-            if self.out_of_time or self.cancel_requested:
+            if self.cancel_requested:
                 break
             self.shipping_attempts = shipment_no
             self.shipping = f"shipment {shipment_no}: in progress"
@@ -215,6 +208,8 @@ class OrderWorkflow:
                 return
             self.shipping = f"shipment {shipment_no}: failed ({result.reason})"
             self.trail.record("shipment_failed", "shipping", shipment_no, reason=result.reason)
+            if result.out_of_time:  # decided from the child's result, never from the clock
+                break
         if self.cancel_requested:
             raise OrderCancelled()
         if not self.shipping_attempts:
@@ -238,12 +233,13 @@ class OrderWorkflow:
             id=child_id,
             task_queue=self.req.shipping_task_queue,
             task_timeout=CHILD_TASK_TIMEOUT,
-            # The child can never outlive the order: with no shipping worker it times out here.
-            execution_timeout=max(self.deadline - workflow.now(), CHILD_GRACE),
+            # The child cannot outlive the work deadline: with no shipping worker it times out
+            # there, and the refund reserve is still ahead. (A timeout is not a branch on the clock.)
+            execution_timeout=max(self.work_deadline - workflow.now(), CHILD_GRACE),
         )
         self._child = child
         try:
-            await workflow.wait_condition(lambda: child.done() or self.cancel_requested or self.out_of_time)
+            await workflow.wait_condition(lambda: child.done() or self.cancel_requested)
             if not child.done():
                 child.cancel()
                 try:
@@ -269,7 +265,7 @@ class OrderWorkflow:
             self.trail.record("late_dispatch_found", "dispatch", shipment_no)
             return ShippingResult(shipment_no, dispatched=True, address=settled.address or self.address)
         reason = "cancelled" if self.cancel_requested else "no shipping worker finished it before the deadline"
-        return ShippingResult(shipment_no, dispatched=False, address=self.address, reason=reason)
+        return ShippingResult(shipment_no, dispatched=False, address=self.address, reason=reason, out_of_time=True)
 
     def _settle_request(self, shipment_no: int, child_id: str, run_id: str) -> SettleRequest:
         status = "cancelled" if self.cancel_requested else "failed"

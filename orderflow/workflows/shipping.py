@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.exceptions import FailureError
 
 from orderflow.models import OrderState, ShippingRequest, ShippingResult, Signal, StepRequest
-from orderflow.workflows.steps import AuditTrail, StepError, StepRunner
+from orderflow.workflows.steps import AuditTrail, StepAbandoned, StepError, StepRunner
 
 with workflow.unsafe.imports_passed_through():
     from orderflow.activities import ShippingActivities
@@ -47,7 +47,7 @@ class ShippingWorkflow:
             settled = await self.steps.settle(self._request("dispatch"), shipment_status="failed")
             if settled.shipment != "dispatched":
                 await self._tell_parent(err.reason)
-                return self._result(dispatched=False, reason=err.reason)
+                return self._result(dispatched=False, reason=err.reason, out_of_time=isinstance(err, StepAbandoned))
             self.trail.record("late_dispatch_found", "dispatch", req.shipment_no)
             self.address = settled.address or self.address
         except asyncio.CancelledError:
@@ -78,7 +78,7 @@ class ShippingWorkflow:
             state=state,
         )
 
-    def _result(self, dispatched: bool, reason: str | None) -> ShippingResult:
+    def _result(self, dispatched: bool, reason: str | None, out_of_time: bool = False) -> ShippingResult:
         return ShippingResult(
             shipment_no=self.req.shipment_no,
             dispatched=dispatched,
@@ -86,6 +86,7 @@ class ShippingWorkflow:
             reason=reason,
             steps=dict(self.steps.stats),
             events=list(self.trail.events),
+            out_of_time=out_of_time,
         )
 
     @workflow.signal(name=Signal.UPDATE_ADDRESS)

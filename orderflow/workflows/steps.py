@@ -27,7 +27,7 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutError, TimeoutType
 
 from orderflow.models import AuditEvent, SettleRequest, Settled, StepPolicy, StepRequest, StepResult, StepStats
 
@@ -201,10 +201,15 @@ class StepRunner:
             self.stats[step].state = "abandoned"
         if interrupted:
             raise StepInterrupted(step, f"{step} stopped: order is being cancelled") from None
-        if isinstance(cause, TimeoutError) or isinstance(err, asyncio.CancelledError):
-            message = f"{step} did not succeed before the order's deadline"
-        else:
-            message = f"{step}: {getattr(cause, 'message', None) or cause}"
+        used_up = isinstance(cause, ApplicationError) or (
+            isinstance(cause, TimeoutError) and cause.type != TimeoutType.SCHEDULE_TO_CLOSE)
+        if used_up:  # the core used up the step's attempts (the last one failed or timed out)
+            last = cause.message if isinstance(cause, ApplicationError) else "timed out"
+            message = f"{step} failed {req.max_attempts or ''} times, last: {last}"
+            self.stats[step].state = "failed"
+            self.error(message)
+            raise StepFailed(step, message) from None
+        message = f"{step} did not succeed before the order's deadline"
         self.error(message)
         self.trail.record("step_abandoned", step, reason=message)
         raise StepAbandoned(step, message) from None
