@@ -30,6 +30,7 @@ from pathlib import Path
 
 import ipywidgets as widgets
 import pandas as pd
+from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RetryConfig, RPCError
@@ -37,6 +38,7 @@ from temporalio.worker import Worker
 
 from orderflow import audit
 from orderflow import client as orders
+from orderflow.activities import OrderActivities
 from orderflow.config import Settings
 from orderflow.db import migrate
 from orderflow.db.repository import Repository
@@ -44,10 +46,11 @@ from orderflow.devstack import DevServer, free_port, spawn_orderflow
 from orderflow.errors import OrderflowError
 from orderflow.models import LIFECYCLE, OrderRequest, OrderResult, OrderState, OrderStatus
 from orderflow.worker import build_workers
+from orderflow.workflows import OrderWorkflow
 
 __all__ = [
     "KernelStack", "OrderConsole", "start_stack", "run_batch", "show_source", "history_frame", "new_id",
-    "plot_timeline", "plot_durations", "nondeterministic_change", "strip_notebook",
+    "plot_timeline", "plot_durations", "ReorderedOrderWorkflow", "strip_notebook",
 ]
 
 # Point every kernel at one Temporal server you run yourself (host:port); unset, each kernel
@@ -114,12 +117,33 @@ class FaultCounter(logging.Filter):
             self.refusals[str(err)] += 1
         return False
 
+    @contextmanager
+    def expecting(self, what: str):
+        """Within the block, what the SDK's worker loggers report is the lesson (a replay that
+        must fail): counted under ``what``, not printed. Any other time they print as usual."""
+        def hold(record: logging.LogRecord) -> bool:
+            self.counts[what] += 1
+            return False
+
+        loggers = [logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
+                   if name.startswith("temporalio.worker")] + [logging.getLogger("temporalio.worker")]
+        for each in loggers:
+            each.addFilter(hold)
+        try:
+            yield self
+        finally:
+            for each in loggers:
+                each.removeFilter(hold)
+
     def summary(self) -> str:
         c = self.counts
         line = (f"expected faults in this kernel's workers so far: {c['failed']} attempts failed (flaky_call), "
                 f"{c['timed out']} cut short by their timeout, {c['refused']} steps failed for good (a business rule, or attempts used up)")
         if self.refusals:
             line += " (" + "; ".join(f"{n}x {text}" for text, n in self.refusals.most_common(3)) + ")"
+        lessons = {k: n for k, n in c.items() if k not in ("failed", "timed out", "refused")}
+        if lessons:
+            line += "; expected by a lesson: " + ", ".join(f"{n} log lines from {k}" for k, n in lessons.items())
         return line + ". Counted, not printed; any other error is printed as usual."
 
     def _repr_html_(self) -> str:
@@ -456,39 +480,19 @@ def history_frame(history) -> pd.DataFrame:
 
 # -- a non-deterministic change, for the replay lesson ---------------------------------------------
 
-async def validate_before_receive(self) -> None:
-    """The edit: validate before receiving. Old histories say ReceiveOrder ran first."""
-    from orderflow.activities import OrderActivities
+@workflow.defn(name="OrderWorkflow", sandboxed=False)
+class ReorderedOrderWorkflow(OrderWorkflow):
+    """OrderWorkflow with one edit that breaks running orders: it validates before it receives.
+    Same workflow type name, so a replay of a real history runs it. (Only notebook 06 uses it,
+    in a Replayer; no worker registers it.)"""
 
-    await self._step("validate", OrderActivities.validate_order, OrderState.VALIDATED)
-    await _ORIGINAL_LIFECYCLE(self)
+    @workflow.run
+    async def run(self, req: OrderRequest) -> OrderResult:  # the SDK wants @workflow.run on the class
+        return await super().run(req)
 
-
-_ORIGINAL_LIFECYCLE = None
-_CHANGED_METHOD = "_lifecycle"  # the OrderWorkflow method the edit replaces
-
-
-@contextmanager
-def nondeterministic_change():
-    """OrderWorkflow with :func:`validate_before_receive` in place, for one unsandboxed replay.
-
-    The running workers use the sandbox, which re-imports the module, so they never see it.
-    The replay's failure is the lesson, and ``replay_failure`` reports it; the SDK's own log
-    of it (a traceback from ``temporalio.worker``) is held back for these few milliseconds.
-    """
-    global _ORIGINAL_LIFECYCLE
-    from orderflow.workflows import OrderWorkflow
-
-    sdk_log = logging.getLogger("temporalio.worker")
-    level = sdk_log.level
-    _ORIGINAL_LIFECYCLE = getattr(OrderWorkflow, _CHANGED_METHOD)
-    setattr(OrderWorkflow, _CHANGED_METHOD, validate_before_receive)
-    sdk_log.setLevel(logging.CRITICAL)
-    try:
-        yield validate_before_receive
-    finally:
-        sdk_log.setLevel(level)
-        setattr(OrderWorkflow, _CHANGED_METHOD, _ORIGINAL_LIFECYCLE)
+    async def _lifecycle(self) -> None:
+        await self._step("validate", OrderActivities.validate_order, OrderState.VALIDATED)
+        await super()._lifecycle()
 
 
 # -- the order console -----------------------------------------------------------------------------

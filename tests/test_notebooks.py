@@ -111,6 +111,13 @@ def test_expected_faults_are_counted_and_real_errors_pass():
     assert dict(faults.counts) == {"failed": 2, "timed out": 1, "refused": 2}
     assert "2 attempts failed" in faults.summary() and "carrier says no" in faults.summary()
 
+    sdk = logging.getLogger("temporalio.worker._workflow_instance")
+    failure = logging.LogRecord(sdk.name, logging.ERROR, __file__, 1, "Failed activation", None, None)
+    with faults.expecting("a replay that must fail"):
+        assert sdk.filter(failure) is False  # the lesson's failure: counted
+    assert sdk.filter(failure) is True  # any other time: printed
+    assert faults.counts["a replay that must fail"] == 1 and "a replay that must fail" in faults.summary()
+
 
 async def test_a_named_server_that_is_not_temporal_fails_at_once_naming_the_port():
     async def not_temporal(reader, writer):
