@@ -130,11 +130,11 @@ class StepActivities:
         return _answer(record)
 
     @staticmethod
-    def _event(req: StepRequest, key: str, n: int, type: str, error: str | None = None) -> AuditEvent:
+    def _event(req: StepRequest, key: str, n: int, event_type: str, error: str | None = None) -> AuditEvent:
         detail = {"error": error} if error else {}
         if req.shipment_no:
             detail["shipment_no"] = req.shipment_no
-        return AuditEvent(key=f"step:{key}#{n}", order_id=req.order_id, type=type, ts=_now(), step=req.step,
+        return AuditEvent(key=f"step:{key}#{n}", order_id=req.order_id, type=event_type, ts=_now(), step=req.step,
                           attempt=n, detail=detail)
 
 

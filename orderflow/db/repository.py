@@ -94,10 +94,10 @@ def _event_row(e: AuditEvent) -> dict[str, Any]:
                 attempt=e.attempt, payload_json=e.detail, ts=parse_ts(e.ts))
 
 
-def _effect_event(order_id: str, type: str, **detail: Any) -> dict[str, Any]:
+def _effect_event(order_id: str, event_type: str, **detail: Any) -> dict[str, Any]:
     """An audit row written in the same transaction as the effect it reports, with a key of
     its own: if an effect were ever applied twice, the trail would show it twice."""
-    return dict(event_key=f"effect:{uuid.uuid4().hex}", order_id=order_id, type=type, step=None, attempt=None,
+    return dict(event_key=f"effect:{uuid.uuid4().hex}", order_id=order_id, type=event_type, step=None, attempt=None,
                 payload_json=detail, ts=utcnow())
 
 

@@ -76,20 +76,20 @@ class AuditTrail:
         info = workflow.info()
         self.prefix = f"wf:{info.workflow_id}/{info.run_id}/"
 
-    def record(self, type: str, step: str | None = None, attempt: int | None = None, **detail: Any) -> None:
+    def record(self, event_type: str, step: str | None = None, attempt: int | None = None, **detail: Any) -> None:
         self.events.append(
             AuditEvent(
                 key=f"{self.prefix}{len(self.events) + 1}",
                 order_id=self.order_id,
-                type=type,
+                type=event_type,
                 ts=workflow.now().isoformat(),
                 step=step,
                 attempt=attempt,
                 detail=detail,
             )
         )
-        fields = {"event": type, "order_id": self.order_id, "step": step, "attempt": attempt, **detail}
-        workflow.logger.info(type, extra={"orderflow": fields})
+        fields = {"event": event_type, "order_id": self.order_id, "step": step, "attempt": attempt, **detail}
+        workflow.logger.info(event_type, extra={"orderflow": fields})
 
     def take(self) -> list[AuditEvent]:
         """The events not handed to an activity yet."""
