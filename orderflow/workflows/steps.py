@@ -149,9 +149,7 @@ class StepRunner:
             left = max(deadline - workflow.now(), timedelta(seconds=self.policy.attempt_timeout_seconds))
             options["schedule_to_close_timeout"] = left
         if self.policy.local_activities:
-            call = workflow.execute_local_activity_method(
-                activity, req, local_retry_threshold=timedelta(seconds=self.policy.local_retry_threshold_seconds),
-                **options)
+            call = workflow.execute_local_activity_method(activity, req, **options)
         else:
             call = workflow.execute_activity_method(activity, req, **options)
         task = asyncio.ensure_future(call)
