@@ -8,7 +8,7 @@ whether to try another shipment. Its audit events travel to the parent in its re
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import FailureError
@@ -36,6 +36,10 @@ class ShippingWorkflow:
         try:
             await self.steps.run(ShippingActivities.prepare_package, self._request("prepare", OrderState.SHIPPING),
                                  deadline=deadline)
+            # A step's retries run inside one workflow task, so signals wait for its end. A 1 ms
+            # timer ends the task here: an UpdateAddress that arrived while the package was being
+            # prepared is applied before the carrier is called (and reaches this shipment).
+            await workflow.sleep(timedelta(milliseconds=1), summary="take address changes before dispatch")
             # The core retries dispatch up to ``dispatch_attempts`` times; the activity counts
             # attempts in the database, so a re-run of this task cannot add five more.
             dispatch = self._request("dispatch", OrderState.DISPATCHED)
