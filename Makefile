@@ -9,14 +9,19 @@ $(BIN)/orderflow: requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-.PHONY: install dev test bench lab
+.PHONY: install dev test lint bench lab
 install: $(BIN)/orderflow
 
 dev: install
 	$(BIN)/orderflow dev
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest --nbmake tests notebooks
+
+lint: install
+	$(BIN)/ruff check orderflow tests notebooks
+	$(BIN)/ruff format --check orderflow tests notebooks
+	$(BIN)/mypy orderflow
 
 bench: install
 	$(BIN)/orderflow bench

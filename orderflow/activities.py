@@ -34,8 +34,8 @@ from orderflow.models import (
     Activity,
     AuditEvent,
     ProgressRecord,
-    SettleRequest,
     Settled,
+    SettleRequest,
     StepRequest,
     StepResult,
 )
@@ -70,10 +70,20 @@ def _answer(record: StepRecord) -> StepResult:
     """The step's recorded outcome as this activity's answer: a result, or a non-retryable error."""
     if record.status == "succeeded":
         result = record.result or {}
-        return StepResult(result.get("value"), record.attempts, record.failures, record.timeouts,
-                          result.get("detail") or {}, record.attempt_errors or [])
-    stats = {"attempts": record.attempts, "failures": record.failures, "timeouts": record.timeouts,
-             "errors": record.attempt_errors or []}
+        return StepResult(
+            result.get("value"),
+            record.attempts,
+            record.failures,
+            record.timeouts,
+            result.get("detail") or {},
+            record.attempt_errors or [],
+        )
+    stats = {
+        "attempts": record.attempts,
+        "failures": record.failures,
+        "timeouts": record.timeouts,
+        "errors": record.attempt_errors or [],
+    }
     message = record.error or f"the step was {record.status}"
     raise ApplicationError(message, stats, type=f"Step{record.status.capitalize()}", non_retryable=True)
 
@@ -103,9 +113,18 @@ class StepActivities:
             value = await call()
         except NON_RETRYABLE as err:
             message = str(err)
-            await asyncio.to_thread(self.db.record_attempt, key, self._event(req, key, n, "step_failed", message), False)
-            return _answer(await asyncio.to_thread(self.db.close_step, key, "failed", error=message,
-                                                   timeout_event=self._event(req, key, 0, "attempt_timed_out")))
+            await asyncio.to_thread(
+                self.db.record_attempt, key, self._event(req, key, n, "step_failed", message), False
+            )
+            return _answer(
+                await asyncio.to_thread(
+                    self.db.close_step,
+                    key,
+                    "failed",
+                    error=message,
+                    timeout_event=self._event(req, key, 0, "attempt_timed_out"),
+                )
+            )
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             if details is not None and details.timed_out:
@@ -115,27 +134,47 @@ class StepActivities:
             raise
         except Exception as err:  # the injected fault, or a database error: retried by the core
             message = f"{type(err).__name__}: {err}" if not isinstance(err, RuntimeError) else str(err)
-            await asyncio.to_thread(self.db.record_attempt, key, self._event(req, key, n, "attempt_failed", message), True)
+            await asyncio.to_thread(
+                self.db.record_attempt, key, self._event(req, key, n, "attempt_failed", message), True
+            )
             if req.max_attempts and n >= req.max_attempts:
                 reason = f"failed {n} times, last: {message}"
-                return _answer(await asyncio.to_thread(self.db.close_step, key, "failed", error=reason,
-                                                       timeout_event=self._event(req, key, 0, "attempt_timed_out")))
+                return _answer(
+                    await asyncio.to_thread(
+                        self.db.close_step,
+                        key,
+                        "failed",
+                        error=reason,
+                        timeout_event=self._event(req, key, 0, "attempt_timed_out"),
+                    )
+                )
             raise AttemptFailed(message, type=type(err).__name__) from None
         extra = await asyncio.to_thread(detail, value)
         record = await asyncio.to_thread(
-            self.db.close_step, key, "succeeded", result={"value": value, "detail": extra},
-            order_state=req.state, order_id=req.order_id,
+            self.db.close_step,
+            key,
+            "succeeded",
+            result={"value": value, "detail": extra},
+            order_state=req.state,
+            order_id=req.order_id,
             timeout_event=self._event(req, key, 0, "attempt_timed_out"),
         )
         return _answer(record)
 
     @staticmethod
     def _event(req: StepRequest, key: str, n: int, event_type: str, error: str | None = None) -> AuditEvent:
-        detail = {"error": error} if error else {}
+        detail: dict[str, Any] = {"error": error} if error else {}
         if req.shipment_no:
             detail["shipment_no"] = req.shipment_no
-        return AuditEvent(key=f"step:{key}#{n}", order_id=req.order_id, type=event_type, ts=_now(), step=req.step,
-                          attempt=n, detail=detail)
+        return AuditEvent(
+            key=f"step:{key}#{n}",
+            order_id=req.order_id,
+            type=event_type,
+            ts=_now(),
+            step=req.step,
+            attempt=n,
+            detail=detail,
+        )
 
 
 class OrderActivities(StepActivities):
@@ -153,8 +192,11 @@ class OrderActivities(StepActivities):
 
     @activity.defn(name=Activity.CHARGE_PAYMENT)
     async def charge_payment(self, req: StepRequest) -> StepResult:
-        return await self.run_attempt(req, lambda: stubs.payment_charged(_order(req), req.payment_id, self.db),
-                                      lambda value: {"amount": value["amount"]})
+        return await self.run_attempt(
+            req,
+            lambda: stubs.payment_charged(_order(req), req.payment_id, self.db),
+            lambda value: {"amount": value["amount"]},
+        )
 
     @activity.defn(name=Activity.REFUND_PAYMENT)
     async def refund_payment(self, req: StepRequest) -> StepResult:
@@ -178,7 +220,8 @@ class ShippingActivities(StepActivities):
     async def dispatch_carrier(self, req: StepRequest) -> StepResult:
         """The result's ``detail["address"]`` is where the parcel went, read from the shipment row."""
         return await self.run_attempt(
-            req, lambda: stubs.carrier_dispatched(_order(req), self.db, req.shipment_no, req.address),
+            req,
+            lambda: stubs.carrier_dispatched(_order(req), self.db, req.shipment_no, req.address),
             lambda _value: {"address": self.db.shipment_address(req.order_id, req.shipment_no)},
         )
 
@@ -199,8 +242,15 @@ class ProgressActivities:
         row = None
         if rec.order is not None and rec.state is not None:  # an order ending unreceived is not lost
             row = self.db.order_row(rec.order_id, rec.order.payment_id, rec.order.items, rec.order.address, rec.state)
-        self.db.write_progress(rec.order_id, rec.events, state=rec.state, reason=rec.reason, address=rec.address,
-                               complete_prefix=rec.workflow_prefix if rec.complete else None, order_row=row)
+        self.db.write_progress(
+            rec.order_id,
+            rec.events,
+            state=rec.state,
+            reason=rec.reason,
+            address=rec.address,
+            complete_prefix=rec.workflow_prefix if rec.complete else None,
+            order_row=row,
+        )
 
     @activity.defn(name=Activity.SETTLE_STEP)
     async def settle_step(self, req: SettleRequest) -> Settled:
@@ -226,8 +276,13 @@ def all_activities(db: Repository) -> tuple[list, list]:
     shipping = ShippingActivities(db)
     bookkeeping = [progress.record_progress, progress.settle_step]
     return (
-        [orders.receive_order, orders.validate_order, orders.charge_payment, orders.refund_payment,
-         orders.mark_shipped, *bookkeeping],
+        [
+            orders.receive_order,
+            orders.validate_order,
+            orders.charge_payment,
+            orders.refund_payment,
+            orders.mark_shipped,
+            *bookkeeping,
+        ],
         [shipping.prepare_package, shipping.dispatch_carrier, *bookkeeping],
     )
-

@@ -38,8 +38,10 @@ class Overloaded(OrderflowError):
     """Too many orders in flight: come back after ``retry_after`` seconds."""
 
     def __init__(self, in_flight: int, limit: int, retry_after: int) -> None:
-        super().__init__(f"{in_flight} orders in flight, the limit is {limit} (ORDERFLOW_MAX_IN_FLIGHT); "
-                         f"nothing was started, retry after {retry_after} s")
+        super().__init__(
+            f"{in_flight} orders in flight, the limit is {limit} (ORDERFLOW_MAX_IN_FLIGHT); "
+            f"nothing was started, retry after {retry_after} s"
+        )
         self.in_flight, self.limit, self.retry_after = in_flight, limit, retry_after
 
 
@@ -54,8 +56,9 @@ class Admission:
         self.limit = settings.max_in_flight
         self.budget_seconds = budget_seconds
         order_type = workflow._Definition.must_from_class(OrderWorkflow).name
-        self.query = (f"WorkflowType='{order_type}' AND ExecutionStatus='Running' "
-                      f"AND TaskQueue='{settings.orders_task_queue}'")
+        self.query = (
+            f"WorkflowType='{order_type}' AND ExecutionStatus='Running' AND TaskQueue='{settings.orders_task_queue}'"
+        )
         self._visible = 0
         self._sent_at = -math.inf  # monotonic time the last successful count was requested
         self._refresh: asyncio.Task | None = None
@@ -108,5 +111,6 @@ class Admission:
         except (TemporalError, asyncio.TimeoutError) as err:
             raise TemporalUnavailable(
                 f"Temporal did not answer how many orders are in flight ({type(err).__name__}: {err}); "
-                "nothing was started") from err
+                "nothing was started"
+            ) from err
         self._visible, self._sent_at = counted.count, sent_at

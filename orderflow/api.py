@@ -47,8 +47,9 @@ class ItemIn(BaseModel):
 
 
 class StartBody(BaseModel):
-    items: list[ItemIn] | None = Field(default=None, min_length=1, max_length=100,
-                                       description="default: one item, sku ABC; an empty list is a 422")
+    items: list[ItemIn] | None = Field(
+        default=None, min_length=1, max_length=100, description="default: one item, sku ABC; an empty list is a 422"
+    )
     address: str = Field(default="", max_length=500)
 
 
@@ -81,9 +82,11 @@ class OrderStatusOut(BaseModel):
     order_id: str
     temporal_status: str
     status: dict[str, Any]
-    source: str = Field(description='"query": the running workflow answered; "result": what the ended order '
-                                    'recorded; "database": the last state the order persisted (its workflow '
-                                    'could not answer, see note)')
+    source: str = Field(
+        description='"query": the running workflow answered; "result": what the ended order '
+        'recorded; "database": the last state the order persisted (its workflow '
+        "could not answer, see note)"
+    )
     note: str | None = None
 
 
@@ -103,6 +106,7 @@ def _error(status: int, message: str, detail: Any = None) -> JSONResponse:
 
 
 # -- dependencies: what each route needs, from the app's state -----------------------------------
+
 
 def app_settings(request: Request) -> Settings:
     return request.app.state.settings
@@ -147,10 +151,17 @@ Database = Annotated[Repository, Depends(repo)]
 orders_router = APIRouter(prefix="/orders", dependencies=[Depends(authorize)])
 
 
-@orders_router.post("/{order_id}/start", status_code=201, response_model=Started,
-                    responses={409: {}, 422: {}, 429: {}, 503: {}})
-async def start(request: Request, order_id: OrderId, payment_id: Annotated[str, Query(pattern=ID_REGEX)],
-                client: TemporalClient, db: Database, body: StartBody | None = None) -> Started:
+@orders_router.post(
+    "/{order_id}/start", status_code=201, response_model=Started, responses={409: {}, 422: {}, 429: {}, 503: {}}
+)
+async def start(
+    request: Request,
+    order_id: OrderId,
+    payment_id: Annotated[str, Query(pattern=ID_REGEX)],
+    client: TemporalClient,
+    db: Database,
+    body: StartBody | None = None,
+) -> Started:
     body = body or StartBody()
     items = [Item(sku=i.sku, qty=i.qty) for i in body.items] if body.items is not None else None
     req = orders.new_order(order_id, payment_id, items=items, address=body.address)
@@ -159,8 +170,9 @@ async def start(request: Request, order_id: OrderId, payment_id: Annotated[str, 
     return Started(order_id=order_id, workflow_id=handle.id, run_id=handle.result_run_id)
 
 
-@orders_router.post("/{order_id}/signals/approve", status_code=202, response_model=Accepted,
-                    responses={404: {}, 409: {}})
+@orders_router.post(
+    "/{order_id}/signals/approve", status_code=202, response_model=Accepted, responses={404: {}, 409: {}}
+)
 async def approve(order_id: OrderId, client: TemporalClient) -> Accepted:
     return Accepted(order_id=order_id, result=await command(orders.approve(client, order_id), order_id))
 
@@ -173,16 +185,18 @@ async def review(order_id: OrderId, client: TemporalClient) -> Review:
     return Review(order_id=order_id, state=state.value, awaiting_review=state == OrderState.AWAITING_REVIEW)
 
 
-@orders_router.post("/{order_id}/signals/cancel", status_code=202, response_model=Accepted,
-                    responses={404: {}, 409: {}})
+@orders_router.post(
+    "/{order_id}/signals/cancel", status_code=202, response_model=Accepted, responses={404: {}, 409: {}}
+)
 async def cancel(order_id: OrderId, client: TemporalClient, body: CancelBody | None = None) -> Accepted:
     """Answers once the outcome is known: cancelled (and refunded), or 409 if the parcel left first."""
     reason = body.reason if body else ""
     return Accepted(order_id=order_id, result=await command(orders.cancel(client, order_id, reason), order_id))
 
 
-@orders_router.post("/{order_id}/signals/update-address", status_code=202, response_model=Accepted,
-                    responses={404: {}, 409: {}})
+@orders_router.post(
+    "/{order_id}/signals/update-address", status_code=202, response_model=Accepted, responses={404: {}, 409: {}}
+)
 async def update_address(order_id: OrderId, body: AddressBody, client: TemporalClient) -> Accepted:
     """Before shipping: adopted at once. During shipping: answers once the parcel was dispatched to
     the new address, or 409 if it went to the old one first."""
@@ -205,8 +219,9 @@ async def state(order_id: OrderId, db: Database, events: Annotated[int, Query(ge
 
 
 @orders_router.get("")
-async def list_orders(db: Database, limit: Annotated[int, Query(ge=1, le=500)] = 50,
-                      offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0) -> dict[str, Any]:
+async def list_orders(
+    db: Database, limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0
+) -> dict[str, Any]:
     rows = await asyncio.to_thread(db.list_orders, limit, offset)
     return jsonable_encoder({"limit": limit, "offset": offset, "orders": rows})
 
@@ -256,8 +271,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.repo.engine.dispose()
 
-    app = FastAPI(title="orderflow", version="0.1.0", lifespan=lifespan,
-                  description="Start, approve, cancel and inspect orders running on Temporal.")
+    app = FastAPI(
+        title="orderflow",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Start, approve, cancel and inspect orders running on Temporal.",
+    )
     app.state.settings = settings
     metrics.instrument_api(app, lambda: getattr(app.state, "repo", None))  # GET /metrics
     app.include_router(orders_router)
@@ -270,6 +289,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 # -- answers to the user path: start with admission, status without 5xx, error mapping ------
+
 
 def http_error(err: Exception, order_id: str) -> HTTPException:
     """The HTTP answer for an error from a command on an order: 404/409/503/504, never a 500."""
@@ -322,8 +342,11 @@ async def admit_and_start(client: Client, db: Repository, admission: Admission, 
         admission.release(ticket)
         raise HTTPException(409, str(err)) from err
     except asyncio.TimeoutError as err:  # the start may or may not have reached Temporal
-        raise HTTPException(504, f"Temporal did not confirm the start within {START_TIMEOUT:g} s; repeat the "
-                                 "same request: 409 means the order was started") from err
+        raise HTTPException(
+            504,
+            f"Temporal did not confirm the start within {START_TIMEOUT:g} s; repeat the "
+            "same request: 409 means the order was started",
+        ) from err
     except (orders.TemporalUnavailable, orders.NoAnswer, TemporalError) as err:
         admission.release(ticket)
         raise http_error(err, req.order_id) from err
@@ -342,18 +365,21 @@ async def order_status(client: Client, db: Repository, order_id: str) -> OrderSt
     except orders.StatusUnavailable as err:
         persisted = await _persisted(db, order_id)
         if persisted is None:
-            raise HTTPException(504 if err.timed_out else 503,
-                                f"order {order_id}: {err}; it has persisted no state yet") from err
-        return OrderStatusOut(order_id=order_id, temporal_status="RUNNING", status=persisted, source="database",
-                              note=str(err))
+            raise HTTPException(
+                504 if err.timed_out else 503, f"order {order_id}: {err}; it has persisted no state yet"
+            ) from err
+        return OrderStatusOut(
+            order_id=order_id, temporal_status="RUNNING", status=persisted, source="database", note=str(err)
+        )
     except Exception as err:
         raise http_error(err, order_id) from err
     status = answer.status
     if answer.source == "result" and status.get("state") is None:  # failed/terminated in Temporal
         persisted = await _persisted(db, order_id) or {}
         status = {**status, "state": persisted.get("state")}
-    return OrderStatusOut(order_id=order_id, temporal_status=answer.temporal_status, status=status,
-                          source=answer.source)
+    return OrderStatusOut(
+        order_id=order_id, temporal_status=answer.temporal_status, status=status, source=answer.source
+    )
 
 
 async def _persisted(db: Repository, order_id: str) -> dict[str, Any] | None:
@@ -362,8 +388,13 @@ async def _persisted(db: Repository, order_id: str) -> dict[str, Any] | None:
         row = await asyncio.to_thread(db.get_order, order_id)
     except (OrderNotFound, SQLAlchemyError):
         return None
-    return {"order_id": row["id"], "state": row["state"], "address": row["address"], "reason": row["reason"],
-            "updated_at": row["updated_at"]}
+    return {
+        "order_id": row["id"],
+        "state": row["state"],
+        "address": row["address"],
+        "reason": row["reason"],
+        "updated_at": row["updated_at"],
+    }
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -374,8 +405,9 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 async def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    server = _EmbeddedServer(uvicorn.Config(create_app(settings), host=host, port=port, log_config=None,
-                                            access_log=False))
+    server = _EmbeddedServer(
+        uvicorn.Config(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    )
     task = asyncio.ensure_future(server.serve())
     try:
         await asyncio.shield(task)

@@ -85,8 +85,13 @@ def check_invariants(repo: Repository, order_ids: Iterable[str]) -> list[str]:
         rows = {r.id: r for r in conn.execute(sa.select(orders).where(orders.c.id.in_(ids)))}
         pays = list(conn.execute(sa.select(payments).where(payments.c.order_id.in_(ids))))
         ships = list(conn.execute(sa.select(shipments).where(shipments.c.order_id.in_(ids))))
-        effects = list(conn.execute(sa.select(events.c.order_id, events.c.type).where(
-            events.c.order_id.in_(ids), events.c.type.in_(["payment_charged", "shipment_dispatched"]))))
+        effects = list(
+            conn.execute(
+                sa.select(events.c.order_id, events.c.type).where(
+                    events.c.order_id.in_(ids), events.c.type.in_(["payment_charged", "shipment_dispatched"])
+                )
+            )
+        )
     for order_id in ids:
         row = rows.get(order_id)
         if row is None:
@@ -115,8 +120,9 @@ def check_invariants(repo: Repository, order_ids: Iterable[str]) -> list[str]:
     return problems
 
 
-async def check_against_temporal(repo: Repository, client: Client, order_ids: Iterable[str],
-                                 with_status: bool = True) -> list[str]:
+async def check_against_temporal(
+    repo: Repository, client: Client, order_ids: Iterable[str], with_status: bool = True
+) -> list[str]:
     """Database, Temporal's history and ``status()`` must tell the same story of each order.
 
     Adds to ``check_invariants``: the row's final state, address and payment equal the
@@ -156,16 +162,22 @@ async def check_against_temporal(repo: Repository, client: Client, order_ids: It
             problems.append(f"{order_id}: workflow payment {result.payment.value}, database {stored}")
         dispatched = [s for s in view["shipments"] if s["status"] == "dispatched"]
         if result.state == OrderState.SHIPPED and [s["address"] for s in dispatched] != [result.address]:
-            problems.append(f"{order_id}: shipped to {result.address!r}, shipment rows {[s['address'] for s in dispatched]}")
+            problems.append(
+                f"{order_id}: shipped to {result.address!r}, shipment rows {[s['address'] for s in dispatched]}"
+            )
         info = await handle.describe()
         prefix = f"wf:{handle.id}/{info.run_id}/"
         own = [e for e in view["events"] if e["event_key"].startswith(prefix)]
         if len(own) != result.audit_events - _child_events(view["events"], handle.id):
-            problems.append(f"{order_id}: {len(own)} workflow events in the trail, the run wrote "
-                            f"{result.audit_events - _child_events(view['events'], handle.id)}")
+            problems.append(
+                f"{order_id}: {len(own)} workflow events in the trail, the run wrote "
+                f"{result.audit_events - _child_events(view['events'], handle.id)}"
+            )
         endings = [e["type"] for e in own if e["type"] in {f"order_{t}" for t in TERMINAL}]
         if endings != [f"order_{result.state.value}"]:
-            problems.append(f"{order_id}: the trail records the endings {endings}, the workflow ended {result.state.value}")
+            problems.append(
+                f"{order_id}: the trail records the endings {endings}, the workflow ended {result.state.value}"
+            )
         if result.state == OrderState.SHIPPED and sum(e["type"] == "dispatched" for e in view["events"]) != 1:
             problems.append(f"{order_id}: {sum(e['type'] == 'dispatched' for e in view['events'])} dispatched events")
         if with_status:
@@ -173,16 +185,20 @@ async def check_against_temporal(repo: Repository, client: Client, order_ids: It
 
             status: OrderStatus = await handle.query("status", result_type=OrderStatus)
             if (status.state, status.address, status.payment) != (result.state, result.address, result.payment):
-                problems.append(f"{order_id}: status() says {status.state.value}/{status.address!r}/"
-                                f"{status.payment.value}, result {result.state.value}/{result.address!r}/"
-                                f"{result.payment.value}")
+                problems.append(
+                    f"{order_id}: status() says {status.state.value}/{status.address!r}/"
+                    f"{status.payment.value}, result {result.state.value}/{result.address!r}/"
+                    f"{result.payment.value}"
+                )
             for step, stats in status.steps.items():
                 if stats.state != "done" or step in ("prepare", "dispatch"):
                     continue
                 record = repo.step_record(f"{handle.id}/{info.run_id}/{step}")
                 if record is None or record.status != "succeeded" or record.attempts != stats.attempts:
-                    problems.append(f"{order_id}: step {step} done after {stats.attempts} attempts in the history, "
-                                    f"database record {record}")
+                    problems.append(
+                        f"{order_id}: step {step} done after {stats.attempts} attempts in the history, "
+                        f"database record {record}"
+                    )
     return problems
 
 

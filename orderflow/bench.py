@@ -122,8 +122,14 @@ async def sample_rss(stack: ProcessStack, peaks: dict[str, float], stop: asyncio
 def bench_settings(db_url: str, **kw) -> Settings:
     """A fresh dev server port and task queues of their own for one benchmark run."""
     suffix = uuid.uuid4().hex[:6]
-    return Settings(temporal_address=f"127.0.0.1:{free_port()}", db_url=db_url, log_level="WARNING",
-                    orders_task_queue=f"orders-tq-{suffix}", shipping_task_queue=f"shipping-tq-{suffix}", **kw)
+    return Settings(
+        temporal_address=f"127.0.0.1:{free_port()}",
+        db_url=db_url,
+        log_level="WARNING",
+        orders_task_queue=f"orders-tq-{suffix}",
+        shipping_task_queue=f"shipping-tq-{suffix}",
+        **kw,
+    )
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -135,8 +141,17 @@ def driver_cpu() -> float:
     return times.user + times.system
 
 
-async def run(label: str, n: int, concurrency: int, policy: StepPolicy, fast_timers: bool,
-              db_url: str | None, workdir: Path, budget: float, progress: bool = True) -> tuple[Report, list[OrderRun]]:
+async def run(
+    label: str,
+    n: int,
+    concurrency: int,
+    policy: StepPolicy,
+    fast_timers: bool,
+    db_url: str | None,
+    workdir: Path,
+    budget: float,
+    progress: bool = True,
+) -> tuple[Report, list[OrderRun]]:
     """The closed loop: ``n`` orders through the Temporal client, at most ``concurrency`` at once."""
     workdir.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{workdir / f'{label}.db'}"
@@ -149,12 +164,17 @@ async def run(label: str, n: int, concurrency: int, policy: StepPolicy, fast_tim
         client = await orders.connect(settings)
         sampler = asyncio.create_task(sample_rss(stack, peaks, stop))
         bar = tqdm(total=n, desc=label, unit="order", disable=not progress)
-        requests = [replace(orders.new_order(f"bench-{suffix}-{i}", f"pay-bench-{suffix}-{i}"), policy=policy,
-                            budget_seconds=budget) for i in range(n)]
+        requests = [
+            replace(
+                orders.new_order(f"bench-{suffix}-{i}", f"pay-bench-{suffix}-{i}"), policy=policy, budget_seconds=budget
+            )
+            for i in range(n)
+        ]
         cpu_before, driver_before = stack.cpu_seconds(), driver_cpu()
         began = time.monotonic()
-        placed = await orders.place_orders(client, requests, settings, concurrency=concurrency,
-                                           on_done=lambda _: bar.update())
+        placed = await orders.place_orders(
+            client, requests, settings, concurrency=concurrency, on_done=lambda _: bar.update()
+        )
         runs = [OrderRun(p.order_id, p.state, p.seconds, p.client_seconds) for p in placed]
         wall = time.monotonic() - began
         cpu = cpu_delta(cpu_before, stack.cpu_seconds())
@@ -170,12 +190,22 @@ async def run(label: str, n: int, concurrency: int, policy: StepPolicy, fast_tim
     repo.engine.dispose()
     seconds = [r.seconds for r in runs]
     report = Report(
-        label=label, orders=n, concurrency=concurrency, policy=asdict(policy), fast_timers=fast_timers,
-        db=db_url.split(":")[0], wall_seconds=round(wall, 2), throughput_per_s=round(n / wall, 2),
-        p50=round(percentile(seconds, 0.5), 3), p90=round(percentile(seconds, 0.9), 3),
-        p99=round(percentile(seconds, 0.99), 3), max=round(max(seconds), 3),
+        label=label,
+        orders=n,
+        concurrency=concurrency,
+        policy=asdict(policy),
+        fast_timers=fast_timers,
+        db=db_url.split(":")[0],
+        wall_seconds=round(wall, 2),
+        throughput_per_s=round(n / wall, 2),
+        p50=round(percentile(seconds, 0.5), 3),
+        p90=round(percentile(seconds, 0.9), 3),
+        p99=round(percentile(seconds, 0.99), 3),
+        max=round(max(seconds), 3),
         within_budget=round(sum(s < budget for s in seconds) / n, 4),
-        outcomes={state: round(sum(r.state == state for r in runs) / n, 4) for state in sorted({r.state for r in runs})},
+        outcomes={
+            state: round(sum(r.state == state for r in runs) / n, 4) for state in sorted({r.state for r in runs})
+        },
         steps={step: {k: int(v) for k, v in row.items()} for step, row in stats.to_dict("index").items()},
         worker_peak_rss_mb={PROCESS_LABELS.get(k, k): round(v, 1) for k, v in peaks.items()},
         cpu_ms_per_order={PROCESS_LABELS.get(k, k): round(1000 * v / n, 1) for k, v in cpu.items()},
@@ -200,8 +230,12 @@ def render(report: Report, budget: float) -> str:
         + ", ".join(f"{s} {v['failures']}/{v['timeouts']}" for s, v in report.steps.items()),
         "worker peak RSS: " + ", ".join(f"{k} {v} MB" for k, v in report.worker_peak_rss_mb.items()),
         "CPU per order: " + ", ".join(f"{k} {v} ms" for k, v in report.cpu_ms_per_order.items()),
-        "invariants: " + ("all hold" if not report.invariant_violations else f"{len(report.invariant_violations)} broken: "
-                          + "; ".join(report.invariant_violations[:5])),
+        "invariants: "
+        + (
+            "all hold"
+            if not report.invariant_violations
+            else f"{len(report.invariant_violations)} broken: " + "; ".join(report.invariant_violations[:5])
+        ),
     ]
     return "\n".join(lines)
 
@@ -225,26 +259,36 @@ def plot(results: list[tuple[Report, list[OrderRun]]], budget: float, path: Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="orderflow bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="orderflow bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("-n", "--orders", type=int, default=200)
     parser.add_argument("-c", "--concurrency", type=int, default=20)
     parser.add_argument("--db-url", help="app database (default: a fresh SQLite file in --out)")
     parser.add_argument("--out", default="bench-results", help="where the JSON, PNG and databases go")
     parser.add_argument("--budget", type=float, default=15.0)
     parser.add_argument("--attempt-timeout", type=float, default=StepPolicy.attempt_timeout_seconds)
-    parser.add_argument("--baseline", action="store_true",
-                        help="also run a typical policy (regular activities, 2 s timeouts, 1 s backoff, default dev server)")
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run a typical policy (regular activities, 2 s timeouts, 1 s backoff, default dev server)",
+    )
     parser.add_argument("--baseline-orders", type=int, default=100)
     parser.add_argument("--no-progress", action="store_true")
     user_path = parser.add_argument_group(
-        "the user path (--api)", "the stack as `orderflow dev` runs it; orders over HTTP in an open loop, each "
-        "approved when /status says awaiting_review; -n, -c and --baseline do not apply")
+        "the user path (--api)",
+        "the stack as `orderflow dev` runs it; orders over HTTP in an open loop, each "
+        "approved when /status says awaiting_review; -n, -c and --baseline do not apply",
+    )
     user_path.add_argument("--api", action="store_true", help="benchmark the HTTP API path instead of the closed loop")
     user_path.add_argument("--rate", type=float, default=8.0, help="orders placed per second")
     user_path.add_argument("--duration", type=float, default=60.0, help="seconds during which orders arrive")
-    user_path.add_argument("--max-in-flight", type=int, default=None,
-                           help="the API's load-shedding limit (default: ORDERFLOW_MAX_IN_FLIGHT or its default)")
+    user_path.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="the API's load-shedding limit (default: ORDERFLOW_MAX_IN_FLIGHT or its default)",
+    )
     args = parser.parse_args(argv)
     if args.orders < 1 or args.concurrency < 1:
         parser.error("--orders and --concurrency must be at least 1")
@@ -257,22 +301,36 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--rate and --duration must be positive, --max-in-flight at least 0")
         from orderflow.bench_api import main_api
 
-        return main_api(args.rate, args.duration, args.db_url, out, args.budget, args.max_in_flight,
-                        progress=not args.no_progress)
+        return main_api(
+            args.rate, args.duration, args.db_url, out, args.budget, args.max_in_flight, progress=not args.no_progress
+        )
     policy = StepPolicy(attempt_timeout_seconds=args.attempt_timeout)
     plans = [("orderflow", args.orders, policy, True)]
     if args.baseline:
         plans.append(("baseline", args.baseline_orders, StepPolicy.baseline(), False))
     results = []
     for label, n, plan_policy, fast in plans:
-        report, runs = asyncio.run(run(label, n, args.concurrency, plan_policy, fast, args.db_url, out,
-                                       args.budget, progress=not args.no_progress))
+        report, runs = asyncio.run(
+            run(
+                label,
+                n,
+                args.concurrency,
+                plan_policy,
+                fast,
+                args.db_url,
+                out,
+                args.budget,
+                progress=not args.no_progress,
+            )
+        )
         print(render(report, args.budget), flush=True)
         results.append((report, runs))
     if len(results) == 2:
         ours, base = results[0][0], results[1][0]
-        print(f"== ratio baseline/orderflow: p50 {base.p50 / ours.p50:.1f}x, p99 {base.p99 / ours.p99:.1f}x, "
-              f"throughput {ours.throughput_per_s / base.throughput_per_s:.1f}x")
+        print(
+            f"== ratio baseline/orderflow: p50 {base.p50 / ours.p50:.1f}x, p99 {base.p99 / ours.p99:.1f}x, "
+            f"throughput {ours.throughput_per_s / base.throughput_per_s:.1f}x"
+        )
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps([asdict(r) for r, _ in results], indent=2))
     plot(results, args.budget, out / "bench.png")

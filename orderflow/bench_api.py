@@ -30,12 +30,11 @@ from tqdm import tqdm
 
 from orderflow import audit
 from orderflow import client as orders
-from orderflow.bench import PROCESS_LABELS, bench_settings, cpu_delta, driver_cpu, sample_rss, percentile
+from orderflow.bench import PROCESS_LABELS, bench_settings, cpu_delta, driver_cpu, percentile, sample_rss
 from orderflow.db.repository import Repository
 from orderflow.devstack import ProcessStack, free_port
 from orderflow.worker import WORKFLOW_RUNNER
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
-
 
 
 @dataclass
@@ -95,12 +94,14 @@ class _Tally:
         return response
 
 
-async def _customer_and_reviewer(http: httpx.AsyncClient, client: Client, tally: _Tally, order: ApiOrder,
-                                 bar: tqdm) -> None:
+async def _customer_and_reviewer(
+    http: httpx.AsyncClient, client: Client, tally: _Tally, order: ApiOrder, bar: tqdm
+) -> None:
     """Place one order; if admitted, approve it once /status says awaiting_review; wait for its end."""
     try:
-        answer = await tally.call(http.post(f"/orders/{order.order_id}/start",
-                                            params={"payment_id": f"pay-{order.order_id}"}))
+        answer = await tally.call(
+            http.post(f"/orders/{order.order_id}/start", params={"payment_id": f"pay-{order.order_id}"})
+        )
         order.start_code = answer.status_code if answer is not None else None
         if order.start_code != 201:
             return
@@ -146,8 +147,15 @@ async def replay_histories(histories: list[WorkflowHistory]) -> dict:
     return {"histories": len(histories), "failures": len(failures), "first_failures": failures[:5]}
 
 
-async def run_api(rate: float, duration: float, db_url: str | None, workdir: Path, budget: float,
-                  max_in_flight: int | None, progress: bool = True) -> tuple[ApiReport, list[ApiOrder]]:
+async def run_api(
+    rate: float,
+    duration: float,
+    db_url: str | None,
+    workdir: Path,
+    budget: float,
+    max_in_flight: int | None,
+    progress: bool = True,
+) -> tuple[ApiReport, list[ApiOrder]]:
     workdir.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{workdir / 'api.db'}"
     extra = {"max_in_flight": max_in_flight} if max_in_flight is not None else {}
@@ -208,12 +216,23 @@ async def run_api(rate: float, duration: float, db_url: str | None, workdir: Pat
         return round(percentile(seconds, q), 3) if seconds else None
 
     report = ApiReport(
-        label="orderflow over HTTP", mode="api", rate=rate, duration=duration, max_in_flight=settings.max_in_flight,
-        db=db_url.split(":")[0], offered=offered, admitted=n, refused_429=tally.codes[429],
+        label="orderflow over HTTP",
+        mode="api",
+        rate=rate,
+        duration=duration,
+        max_in_flight=settings.max_in_flight,
+        db=db_url.split(":")[0],
+        offered=offered,
+        admitted=n,
+        refused_429=tally.codes[429],
         http_5xx=sum(c for code, c in tally.codes.items() if code >= 500),
         http_statuses={str(code): c for code, c in sorted(tally.codes.items())},
-        transport_errors=tally.transport_errors, wall_seconds=round(wall, 2),
-        throughput_per_s=round(n / wall, 2), p50=pct(0.5), p90=pct(0.9), p99=pct(0.99),
+        transport_errors=tally.transport_errors,
+        wall_seconds=round(wall, 2),
+        throughput_per_s=round(n / wall, 2),
+        p50=pct(0.5),
+        p90=pct(0.9),
+        p99=pct(0.99),
         max=round(max(seconds), 3) if seconds else None,
         within_budget=share(lambda r: r.seconds is not None and r.seconds < budget),
         shipped=share(lambda r: r.state == "shipped"),
@@ -224,10 +243,13 @@ async def run_api(rate: float, duration: float, db_url: str | None, workdir: Pat
             "order": round(sum(order_events) / len(order_events), 1) if order_events else 0.0,
             "shipping (all shipments of an order)": round(child_events / n, 1) if n else 0.0,
         },
-        replay=replay, invariant_violations=violations,
-        notes=[f"CPU is measured from the first arrival to the last order's end, divided by admitted orders; "
-               "the reviewer's long poll (GET /orders/{id}/review) and approval are part of the API's share.",
-               f"stack logs: {workdir / 'stack.log'}"],
+        replay=replay,
+        invariant_violations=violations,
+        notes=[
+            "CPU is measured from the first arrival to the last order's end, divided by admitted orders; "
+            "the reviewer's long poll (GET /orders/{id}/review) and approval are part of the API's share.",
+            f"stack logs: {workdir / 'stack.log'}",
+        ],
     )
     return report, runs
 
@@ -239,22 +261,28 @@ def render_api(report: ApiReport, budget: float) -> str:
     def pct(value) -> str:
         return "n/a" if value is None else f"{value:.1%}"
 
-    return "\n".join([
-        f"== {report.label}: open loop, {report.rate:g} orders/s for {report.duration:g} s "
-        f"(max in flight {report.max_in_flight}), {report.db}",
-        f"offered {report.offered}, admitted {report.admitted}, refused 429: {report.refused_429}, "
-        f"HTTP 5xx: {report.http_5xx}, no answer: {report.transport_errors}",
-        f"admitted, workflow start -> close: p50 {s(report.p50)}  p90 {s(report.p90)}  p99 {s(report.p99)}  "
-        f"max {s(report.max)}",
-        f"within {budget:g} s: {pct(report.within_budget)}   shipped: {pct(report.shipped)}   outcomes: "
-        + ", ".join(f"{k} {v:.1%}" for k, v in report.outcomes.items()),
-        f"throughput: {report.throughput_per_s} admitted orders/s over {report.wall_seconds} s",
-        "CPU-seconds per order: " + ", ".join(f"{k} {v}" for k, v in report.cpu_seconds_per_order.items()),
-        "history events per order: " + ", ".join(f"{k} {v}" for k, v in report.history_events_per_order.items()),
-        f"replay: {report.replay['failures']} failures in {report.replay['histories']} histories",
-        "invariants: " + ("all hold" if not report.invariant_violations else f"{len(report.invariant_violations)} "
-                          "broken: " + "; ".join(report.invariant_violations[:5])),
-    ])
+    return "\n".join(
+        [
+            f"== {report.label}: open loop, {report.rate:g} orders/s for {report.duration:g} s "
+            f"(max in flight {report.max_in_flight}), {report.db}",
+            f"offered {report.offered}, admitted {report.admitted}, refused 429: {report.refused_429}, "
+            f"HTTP 5xx: {report.http_5xx}, no answer: {report.transport_errors}",
+            f"admitted, workflow start -> close: p50 {s(report.p50)}  p90 {s(report.p90)}  p99 {s(report.p99)}  "
+            f"max {s(report.max)}",
+            f"within {budget:g} s: {pct(report.within_budget)}   shipped: {pct(report.shipped)}   outcomes: "
+            + ", ".join(f"{k} {v:.1%}" for k, v in report.outcomes.items()),
+            f"throughput: {report.throughput_per_s} admitted orders/s over {report.wall_seconds} s",
+            "CPU-seconds per order: " + ", ".join(f"{k} {v}" for k, v in report.cpu_seconds_per_order.items()),
+            "history events per order: " + ", ".join(f"{k} {v}" for k, v in report.history_events_per_order.items()),
+            f"replay: {report.replay['failures']} failures in {report.replay['histories']} histories",
+            "invariants: "
+            + (
+                "all hold"
+                if not report.invariant_violations
+                else f"{len(report.invariant_violations)} broken: " + "; ".join(report.invariant_violations[:5])
+            ),
+        ]
+    )
 
 
 def plot_api(report: ApiReport, runs: list[ApiOrder], budget: float, path: Path) -> None:
@@ -267,8 +295,12 @@ def plot_api(report: ApiReport, runs: list[ApiOrder], budget: float, path: Path)
     refused = [r for r in runs if r.start_code == 429]
     fig, (hist, timeline) = plt.subplots(1, 2, figsize=(12, 4))
     top = max([budget, *(r.seconds for r in done)]) * 1.05
-    hist.hist([r.seconds for r in done], bins=[top * i / 60 for i in range(61)], alpha=0.7,
-              label=f"admitted (p99 {report.p99} s)")
+    hist.hist(
+        [r.seconds for r in done],
+        bins=[top * i / 60 for i in range(61)],
+        alpha=0.7,
+        label=f"admitted (p99 {report.p99} s)",
+    )
     hist.axvline(budget, color="red", linestyle="--", label=f"{budget:g} s budget")
     hist.set_xlabel("seconds from start to terminal state")
     hist.set_ylabel("orders")
@@ -277,21 +309,30 @@ def plot_api(report: ApiReport, runs: list[ApiOrder], budget: float, path: Path)
         mine = [r for r in done if r.state == state]
         timeline.scatter([r.offset for r in mine], [r.seconds for r in mine], s=8, label=state)
     if refused:
-        timeline.scatter([r.offset for r in refused], [0] * len(refused), marker="|", color="black",
-                         label=f"429 ({len(refused)})")
+        timeline.scatter(
+            [r.offset for r in refused], [0] * len(refused), marker="|", color="black", label=f"429 ({len(refused)})"
+        )
     timeline.axhline(budget, color="red", linestyle="--")
     timeline.set_xlabel(f"arrival (s), {report.rate:g} orders/s")
     timeline.set_ylabel("seconds to terminal state")
     timeline.legend(fontsize="small")
-    fig.suptitle(f"orderflow over HTTP: offered {report.offered}, admitted {report.admitted}, "
-                 f"HTTP 5xx {report.http_5xx}")
+    fig.suptitle(
+        f"orderflow over HTTP: offered {report.offered}, admitted {report.admitted}, HTTP 5xx {report.http_5xx}"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def main_api(rate: float, duration: float, db_url: str | None, out: Path, budget: float, max_in_flight: int | None,
-             progress: bool) -> int:
+def main_api(
+    rate: float,
+    duration: float,
+    db_url: str | None,
+    out: Path,
+    budget: float,
+    max_in_flight: int | None,
+    progress: bool,
+) -> int:
     report, runs = asyncio.run(run_api(rate, duration, db_url, out, budget, max_in_flight, progress))
     print(render_api(report, budget), flush=True)
     out.mkdir(parents=True, exist_ok=True)

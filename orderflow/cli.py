@@ -82,8 +82,14 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     from orderflow.devstack import ProcessStack
 
     settings = dev_settings(args, settings)
-    stack = ProcessStack(settings, state_dir=Path(args.state_dir), ui_port=args.ui_port, api_host=args.api_host,
-                         api_port=args.api_port, logs=sys.stderr)
+    stack = ProcessStack(
+        settings,
+        state_dir=Path(args.state_dir),
+        ui_port=args.ui_port,
+        api_host=args.api_host,
+        api_port=args.api_port,
+        logs=sys.stderr,
+    )
     outcome: list[str] = []
 
     async def run() -> None:
@@ -99,10 +105,14 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             f"  task queues   {settings.orders_task_queue}, {settings.shipping_task_queue}\n"
             f"  processes     " + ", ".join(f"{name} pid {pid}" for name, pid in pids.items()) + "\n"
             f"  metrics       API {stack.api_url}/metrics"
-            + "".join(f", {kind} worker {_scrape_url(address)}" for kind in stack.workers
-                      if (address := stack.metrics_address(kind)))
-            + ("" if settings.metrics_address else "  (worker metrics: --metrics-port)") + "\n"
-            f"Logs: one JSON line per event on stderr; \"proc\" names the process.\n"
+            + "".join(
+                f", {kind} worker {_scrape_url(address)}"
+                for kind in stack.workers
+                if (address := stack.metrics_address(kind))
+            )
+            + ("" if settings.metrics_address else "  (worker metrics: --metrics-port)")
+            + "\n"
+            f'Logs: one JSON line per event on stderr; "proc" names the process.\n'
             f"Try: curl -X POST '{stack.api_url}/orders/123/start?payment_id=abc123'\n"
             f"Ctrl-C stops everything.",
             flush=True,
@@ -119,8 +129,16 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     (worker,) = await _workers(settings, (args.kind,))
-    log.info("worker started", extra={"orderflow": {"task_queue": worker.task_queue, "temporal": settings.describe_temporal(),
-                                                    "metrics": settings.metrics_address}})
+    log.info(
+        "worker started",
+        extra={
+            "orderflow": {
+                "task_queue": worker.task_queue,
+                "temporal": settings.describe_temporal(),
+                "metrics": settings.metrics_address,
+            }
+        },
+    )
     await _run_until_stopped(worker.run())
 
 
@@ -141,12 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="orderflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    dev = sub.add_parser("dev", help="start the embedded stack: Temporal dev server, database, workers, API "
-                                     "(each in its own process)")
-    dev.add_argument("--state-dir", default=str(DEFAULT_STATE_DIR),
-                     help="where the SQLite files live: Temporal's and the app database (unless ORDERFLOW_DB_URL is set)")
-    dev.add_argument("--port", type=int, default=None,
-                     help="Temporal frontend port (default: the port of TEMPORAL_ADDRESS, 7233)")
+    dev = sub.add_parser(
+        "dev", help="start the embedded stack: Temporal dev server, database, workers, API (each in its own process)"
+    )
+    dev.add_argument(
+        "--state-dir",
+        default=str(DEFAULT_STATE_DIR),
+        help="where the SQLite files live: Temporal's and the app database (unless ORDERFLOW_DB_URL is set)",
+    )
+    dev.add_argument(
+        "--port", type=int, default=None, help="Temporal frontend port (default: the port of TEMPORAL_ADDRESS, 7233)"
+    )
     dev.add_argument("--ui-port", type=int, default=8233)
     dev.add_argument("--api-host", default="127.0.0.1")
     dev.add_argument("--api-port", type=int, default=8000)
@@ -154,9 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     worker = sub.add_parser("worker", help="run one worker process (scale out by starting more)")
     worker.add_argument("kind", choices=["orders", "shipping"])
     for command in (dev, worker):
-        command.add_argument("--metrics-port", type=int, default=None,
-                             help="serve the Temporal SDK's metrics (Prometheus) on this port; "
-                                  "host from ORDERFLOW_METRICS_ADDRESS, else 127.0.0.1 (default: off)")
+        command.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve the Temporal SDK's metrics (Prometheus) on this port; "
+            "host from ORDERFLOW_METRICS_ADDRESS, else 127.0.0.1 (default: off)",
+        )
 
     api = sub.add_parser("api", help="serve the HTTP API only")
     api.add_argument("--host", default="127.0.0.1")

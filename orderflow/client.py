@@ -108,11 +108,15 @@ def runtime(metrics_address: str | None = None) -> Runtime:
     if metrics_address not in _runtimes:
         metrics = None
         if metrics_address:
-            metrics = PrometheusConfig(bind_address=metrics_address, counters_total_suffix=True,
-                                       unit_suffix=True, durations_as_seconds=True)
+            metrics = PrometheusConfig(
+                bind_address=metrics_address, counters_total_suffix=True, unit_suffix=True, durations_as_seconds=True
+            )
         try:
-            _runtimes[metrics_address] = Runtime(telemetry=TelemetryConfig(
-                logging=LoggingConfig(filter=TelemetryFilter("ERROR", "ERROR")), metrics=metrics))
+            _runtimes[metrics_address] = Runtime(
+                telemetry=TelemetryConfig(
+                    logging=LoggingConfig(filter=TelemetryFilter("ERROR", "ERROR")), metrics=metrics
+                )
+            )
         except Exception as err:  # the port is taken or not ours to bind
             raise ConfigError(f"cannot serve Temporal SDK metrics on {metrics_address}: {err}") from err
     return _runtimes[metrics_address]
@@ -131,8 +135,9 @@ async def connect(settings: Settings | None = None) -> Client:
     dev server, a self-hosted cluster or a managed service by configuration alone.
     """
     settings = settings or Settings.from_env()
-    return await Client.connect(**settings.client_connect_config(), runtime=runtime(settings.metrics_address),
-                                data_converter=DATA_CONVERTER)
+    return await Client.connect(
+        **settings.client_connect_config(), runtime=runtime(settings.metrics_address), data_converter=DATA_CONVERTER
+    )
 
 
 def order_workflow_id(order_id: str) -> str:
@@ -184,6 +189,7 @@ async def describe(client: Client, order_id: str) -> WorkflowExecutionStatus:
         if err.status == RPCStatusCode.NOT_FOUND:
             raise OrderNotFound(f"order {order_id} not found") from err
         raise temporal_error(err, f"describing order {order_id}") from err
+    assert desc.status is not None  # every described execution has a status
     return desc.status
 
 
@@ -229,11 +235,18 @@ async def order_status(client: Client, order_id: str, query_timeout: timedelta =
             if execution == WorkflowExecutionStatus.RUNNING:  # not a race with the close: a real failure
                 # The server's "query timed out" is DEADLINE_EXCEEDED; our own rpc_timeout
                 # expiring first is CANCELLED "Timeout expired" (both seen here).
-                timed_out = isinstance(err, RPCTimeoutOrCancelledError) or (isinstance(err, RPCError) and err.status in (
-                    RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED))
-                detail = ("no worker answered the status query within "
-                          f"{query_timeout.total_seconds():g} s; is the orders worker running?") if timed_out else (
-                          f"the workflow could not answer its status query ({type(err).__name__}: {err})")
+                timed_out = isinstance(err, RPCTimeoutOrCancelledError) or (
+                    isinstance(err, RPCError)
+                    and err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED)
+                )
+                detail = (
+                    (
+                        "no worker answered the status query within "
+                        f"{query_timeout.total_seconds():g} s; is the orders worker running?"
+                    )
+                    if timed_out
+                    else (f"the workflow could not answer its status query ({type(err).__name__}: {err})")
+                )
                 raise StatusUnavailable(detail, timed_out) from err
     return StatusAnswer(execution.name, await _recorded_result(handle, order_id), "result")
 
@@ -261,12 +274,17 @@ async def _update(client: Client, order_id: str, name: str, *args: str, result_t
         # Accepted (its validator passed) within ACCEPT_TIMEOUT, or nobody is there to answer;
         # then its outcome, which the workflow gives once it is known (inside the order's budget).
         try:
-            update = await asyncio.wait_for(handle.start_update(
-                name, args=list(args), wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=result_type),
-                ACCEPT_TIMEOUT.total_seconds())
+            update = await asyncio.wait_for(
+                handle.start_update(
+                    name, args=list(args), wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=result_type
+                ),
+                ACCEPT_TIMEOUT.total_seconds(),
+            )
         except asyncio.TimeoutError:
-            raise NoAnswer(f"{what}: no worker accepted it within {ACCEPT_TIMEOUT.total_seconds():g} s; "
-                           "is the orders worker running?") from None
+            raise NoAnswer(
+                f"{what}: no worker accepted it within {ACCEPT_TIMEOUT.total_seconds():g} s; "
+                "is the orders worker running?"
+            ) from None
         return await update.result()
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:  # unknown order, or its workflow has closed
@@ -324,8 +342,15 @@ class PlacedOrder:
     result: OrderResult | None = None
 
 
-async def place_orders(client: Client, requests: list[OrderRequest], settings: Settings, *, concurrency: int = 10,
-                       approve: bool = True, on_done: Any = None) -> list[PlacedOrder]:
+async def place_orders(
+    client: Client,
+    requests: list[OrderRequest],
+    settings: Settings,
+    *,
+    concurrency: int = 10,
+    approve: bool = True,
+    on_done: Any = None,
+) -> list[PlacedOrder]:
     """Start each order, approve it the moment it awaits review (the reviewer bot), await its end.
 
     At most ``concurrency`` at once (a closed loop). The one place a batch of orders is driven
@@ -348,8 +373,13 @@ async def place_orders(client: Client, requests: list[OrderRequest], settings: S
                 state = "workflow_failed"
             client_seconds = time.monotonic() - began
             desc = await handle.describe()
-            placed = PlacedOrder(req.order_id, state, (desc.close_time - desc.start_time).total_seconds(),
-                                 client_seconds, ended)
+            placed = PlacedOrder(
+                req.order_id,
+                state,
+                ((desc.close_time or desc.start_time) - desc.start_time).total_seconds(),
+                client_seconds,
+                ended,
+            )
             if on_done is not None:
                 on_done(placed)
             return placed
@@ -361,7 +391,9 @@ async def result(handle: WorkflowHandle) -> OrderResult:
     return await handle.result()
 
 
-def new_order(order_id: str, payment_id: str, *, items: list[Item] | None = None, address: str = "", **kw) -> OrderRequest:
+def new_order(
+    order_id: str, payment_id: str, *, items: list[Item] | None = None, address: str = "", **kw
+) -> OrderRequest:
     """An OrderRequest with the default item (sku ABC, qty 1) unless items are given."""
     req = OrderRequest(order_id=order_id, payment_id=payment_id, address=address, **kw)
     if items is not None:

@@ -34,12 +34,21 @@ DEFAULT_STATE_DIR = Path(os.environ.get("ORDERFLOW_HOME", Path.cwd() / "var"))
 
 # The ORDERFLOW_* variables Settings reads (ORDERFLOW_HOME is where files go, not a setting).
 ORDERFLOW_VARIABLES = (
-    "ORDERFLOW_DB_URL", "ORDERFLOW_ORDERS_TASK_QUEUE", "ORDERFLOW_SHIPPING_TASK_QUEUE",
-    "ORDERFLOW_API_TOKEN", "ORDERFLOW_LOG_LEVEL", "ORDERFLOW_METRICS_ADDRESS",
+    "ORDERFLOW_DB_URL",
+    "ORDERFLOW_ORDERS_TASK_QUEUE",
+    "ORDERFLOW_SHIPPING_TASK_QUEUE",
+    "ORDERFLOW_API_TOKEN",
+    "ORDERFLOW_LOG_LEVEL",
+    "ORDERFLOW_METRICS_ADDRESS",
 )
 # The variables temporalio.envconfig reads (other TEMPORAL_* variables tune the SDK core and pass on).
-ENVCONFIG_VARIABLES = ("TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE", "TEMPORAL_API_KEY", "TEMPORAL_CONFIG_FILE",
-                       "TEMPORAL_PROFILE")
+ENVCONFIG_VARIABLES = (
+    "TEMPORAL_ADDRESS",
+    "TEMPORAL_NAMESPACE",
+    "TEMPORAL_API_KEY",
+    "TEMPORAL_CONFIG_FILE",
+    "TEMPORAL_PROFILE",
+)
 ENVCONFIG_PREFIXES = ("TEMPORAL_TLS", "TEMPORAL_GRPC_META_", "TEMPORAL_CODEC_")
 _TLS_SOURCES = (  # (ClientConfigTLS field, environment variable stem, what it is)
     ("server_root_ca_cert", "TEMPORAL_TLS_SERVER_CA_CERT", "server CA certificate"),
@@ -96,7 +105,7 @@ def _normal_tls(tls: ClientConfigTLS | None) -> ClientConfigTLS | None:
         if isinstance(source, Path) and not source.is_file():
             raise ConfigError(f"TLS {what} file {source} not found")
         if isinstance(source, str):
-            tls = replace(tls, **{name: source.encode()})
+            tls = replace(tls, **{name: source.encode()})  # type: ignore[arg-type]  # name is a bytes field
     if (tls.client_cert is None) != (tls.client_private_key is None):
         raise ConfigError("a TLS client certificate needs its key, and the key its certificate")
     return tls
@@ -147,8 +156,11 @@ class Settings:
         Certificate files are read here, at connect time, as the SDK does.
         """
         profile = ClientConfigProfile(
-            address=self.temporal_address, namespace=self.namespace, api_key=self.temporal_api_key,
-            tls=self.temporal_tls, grpc_meta=dict(self.temporal_grpc_meta),
+            address=self.temporal_address,
+            namespace=self.namespace,
+            api_key=self.temporal_api_key,
+            tls=self.temporal_tls,
+            grpc_meta=dict(self.temporal_grpc_meta),
         )
         try:
             return dict(profile.to_client_connect_config())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import socket
@@ -60,8 +59,9 @@ def die_with_parent() -> None:
         _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn_orderflow(*args: str, settings: "Settings", output: IO | int | None = None,
-                    own_session: bool = False) -> subprocess.Popen:
+def spawn_orderflow(
+    *args: str, settings: "Settings", output: IO | int | None = None, own_session: bool = False
+) -> subprocess.Popen:
     """Run ``orderflow ARGS`` (a worker, the API) in a child process configured by ``settings``.
 
     ``output``: where its stdout and stderr go (default: discarded; ``subprocess.PIPE`` to
@@ -70,9 +70,13 @@ def spawn_orderflow(*args: str, settings: "Settings", output: IO | int | None = 
     """
     target = subprocess.DEVNULL if output is None else output
     return subprocess.Popen(
-        [sys.executable, "-m", "orderflow.cli", *args], env=settings.child_env(),
-        stdin=subprocess.DEVNULL, stdout=target, stderr=subprocess.STDOUT if output is not None else target,
-        start_new_session=own_session, preexec_fn=die_with_parent,
+        [sys.executable, "-m", "orderflow.cli", *args],
+        env=settings.child_env(),
+        stdin=subprocess.DEVNULL,
+        stdout=target,
+        stderr=subprocess.STDOUT if output is not None else target,
+        start_new_session=own_session,
+        preexec_fn=die_with_parent,
     )
 
 
@@ -133,8 +137,17 @@ class DevServer:
         return f"http://127.0.0.1:{self.ui_port}" if self.ui_port else None
 
     def command(self) -> list[str]:
-        cmd = [installed_binary("temporal"), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(self.port),
-               "--log-level", "warn"]
+        cmd = [
+            installed_binary("temporal"),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "warn",
+        ]
         if self.capture_output:
             cmd += ["--log-format", "json"]
         cmd += ["--ui-port", str(self.ui_port)] if self.ui_port else ["--headless"]
@@ -148,6 +161,7 @@ class DevServer:
     def start(self, timeout: float = 30.0) -> "DevServer":
         if port_open("127.0.0.1", self.port):
             raise DevServerError(f"port {self.port} is taken: is a Temporal server already running there?")
+        out: int | IO[bytes]
         if self.capture_output:
             out = subprocess.PIPE
         elif self.log_file:
@@ -156,9 +170,14 @@ class DevServer:
         else:
             out = subprocess.DEVNULL
         # Its own session keeps a terminal's Ctrl-C from killing it before stop() runs.
-        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=out,
-                                        stderr=subprocess.STDOUT, start_new_session=True,
-                                        preexec_fn=die_with_parent)
+        self.process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
         end = time.monotonic() + timeout
         while not port_open("127.0.0.1", self.port):
             if self.process.poll() is not None:
@@ -294,9 +313,13 @@ class ProcessStack:
         if not port_open(host or "127.0.0.1", int(port)):
             if host not in ("127.0.0.1", "localhost", ""):
                 raise DevServerError(f"no Temporal server answers at {self.settings.temporal_address}")
-            self.server = DevServer(port=int(port), ui_port=self.ui_port, fast_timers=self.fast_timers,
-                                    db_file=self.state_dir / "temporal.db" if self.state_dir else None,
-                                    capture_output=True)
+            self.server = DevServer(
+                port=int(port),
+                ui_port=self.ui_port,
+                fast_timers=self.fast_timers,
+                db_file=self.state_dir / "temporal.db" if self.state_dir else None,
+                capture_output=True,
+            )
             self.server.start()
             self.relay.follow("temporal", self.server.process.stdout)
             await self.server.wait_ready(self.settings.namespace)
@@ -320,9 +343,13 @@ class ProcessStack:
         waiting = [queues[kind] for kind in self.workers]
         while waiting:
             self._check_alive()
-            answer = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-                namespace=self.settings.namespace, task_queue=TaskQueue(name=waiting[0]),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW))
+            answer = await client.workflow_service.describe_task_queue(
+                DescribeTaskQueueRequest(
+                    namespace=self.settings.namespace,
+                    task_queue=TaskQueue(name=waiting[0]),
+                    task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+                )
+            )
             if answer.pollers:
                 waiting.pop(0)
             else:

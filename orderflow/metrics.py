@@ -43,10 +43,12 @@ if TYPE_CHECKING:
 
 # Not registered anywhere yet: each app's registry registers them (see instrument_api), so the
 # API can be built more than once in a process (tests) without "duplicated timeseries".
-ORDERS_STARTED = Counter("orderflow_orders_started", "Orders this API process started (201 from POST /orders/{id}/start).",
-                         registry=None)
-ORDERS_REFUSED = Counter("orderflow_orders_refused", "Order starts this API process refused with 429 (load shedding).",
-                         registry=None)
+ORDERS_STARTED = Counter(
+    "orderflow_orders_started", "Orders this API process started (201 from POST /orders/{id}/start).", registry=None
+)
+ORDERS_REFUSED = Counter(
+    "orderflow_orders_refused", "Order starts this API process refused with 429 (load shedding).", registry=None
+)
 
 # Seconds; the top buckets cover the 10 s a command may wait for a worker (then 504).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -65,20 +67,24 @@ class OrdersByState(Collector):
             if repo is None:
                 raise sa.exc.OperationalError("no repository yet", None, Exception("API not started"))
             with repo.engine.connect() as conn:
-                counts = dict(conn.execute(sa.select(orders.c.state, sa.func.count()).group_by(orders.c.state)).all())
+                counts: dict[str, int] = dict(
+                    conn.execute(sa.select(orders.c.state, sa.func.count()).group_by(orders.c.state)).all()
+                )
         except sa.exc.SQLAlchemyError:
             up.add_metric([], 0)
             yield up
             return
         up.add_metric([], 1)
         yield up
-        ended = CounterMetricFamily("orderflow_orders_ended", "Orders in a final state, by state (app database).",
-                                    labels=["state"])
+        ended = CounterMetricFamily(
+            "orderflow_orders_ended", "Orders in a final state, by state (app database).", labels=["state"]
+        )
         for state in sorted(s.value for s in TERMINAL_STATES):
             ended.add_metric([state], counts.get(state, 0))
         yield ended
-        in_flight = GaugeMetricFamily("orderflow_orders_open", "Orders not yet in a final state, by state (app database).",
-                                      labels=["state"])
+        in_flight = GaugeMetricFamily(
+            "orderflow_orders_open", "Orders not yet in a final state, by state (app database).", labels=["state"]
+        )
         for state in OrderState:
             if not state.terminal:
                 in_flight.add_metric([state.value], counts.get(state.value, 0))

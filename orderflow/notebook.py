@@ -49,8 +49,17 @@ from orderflow.worker import build_workers
 from orderflow.workflows import OrderWorkflow
 
 __all__ = [
-    "KernelStack", "OrderConsole", "start_stack", "run_batch", "show_source", "history_frame", "new_id",
-    "plot_timeline", "plot_durations", "ReorderedOrderWorkflow", "strip_notebook",
+    "KernelStack",
+    "OrderConsole",
+    "start_stack",
+    "run_batch",
+    "show_source",
+    "history_frame",
+    "new_id",
+    "plot_timeline",
+    "plot_durations",
+    "ReorderedOrderWorkflow",
+    "strip_notebook",
 ]
 
 # Point every kernel at one Temporal server you run yourself (host:port); unset, each kernel
@@ -65,6 +74,7 @@ class StackError(OrderflowError):
 
 
 # -- expected faults: counted, not printed ---------------------------------------------------
+
 
 class FaultCounter(logging.Filter):
     """Counts the SDK's "Completing activity as failed" warnings for the faults we inject.
@@ -121,12 +131,16 @@ class FaultCounter(logging.Filter):
     def expecting(self, what: str):
         """Within the block, what the SDK's worker loggers report is the lesson (a replay that
         must fail): counted under ``what``, not printed. Any other time they print as usual."""
+
         def hold(record: logging.LogRecord) -> bool:
             self.counts[what] += 1
             return False
 
-        loggers = [logging.getLogger(name) for name in list(logging.Logger.manager.loggerDict)
-                   if name.startswith("temporalio.worker")] + [logging.getLogger("temporalio.worker")]
+        loggers = [
+            logging.getLogger(name)
+            for name in list(logging.Logger.manager.loggerDict)
+            if name.startswith("temporalio.worker")
+        ] + [logging.getLogger("temporalio.worker")]
         for each in loggers:
             each.addFilter(hold)
         try:
@@ -137,8 +151,10 @@ class FaultCounter(logging.Filter):
 
     def summary(self) -> str:
         c = self.counts
-        line = (f"expected faults in this kernel's workers so far: {c['failed']} attempts failed (flaky_call), "
-                f"{c['timed out']} cut short by their timeout, {c['refused']} steps failed for good (a business rule, or attempts used up)")
+        line = (
+            f"expected faults in this kernel's workers so far: {c['failed']} attempts failed (flaky_call), "
+            f"{c['timed out']} cut short by their timeout, {c['refused']} steps failed for good (a business rule, or attempts used up)"
+        )
         if self.refusals:
             line += " (" + "; ".join(f"{n}x {text}" for text, n in self.refusals.most_common(3)) + ")"
         lessons = {k: n for k, n in c.items() if k not in ("failed", "timed out", "refused")}
@@ -163,6 +179,7 @@ def _install_fault_counter() -> None:
 
 
 # -- the kernel's stack -------------------------------------------------------------------------
+
 
 @dataclass
 class KernelStack:
@@ -189,15 +206,22 @@ class KernelStack:
         return FAULTS
 
     def describe(self) -> str:
-        server = (f"this kernel's own Temporal dev server at {self.settings.temporal_address}, Web UI {self.ui_url}"
-                  if self.server else f"the Temporal server you named at {self.settings.temporal_address}")
-        return (f"{server}\ntask queues: {self.settings.orders_task_queue}, {self.settings.shipping_task_queue}\n"
-                f"database: {self.settings.db_url}")
+        server = (
+            f"this kernel's own Temporal dev server at {self.settings.temporal_address}, Web UI {self.ui_url}"
+            if self.server
+            else f"the Temporal server you named at {self.settings.temporal_address}"
+        )
+        return (
+            f"{server}\ntask queues: {self.settings.orders_task_queue}, {self.settings.shipping_task_queue}\n"
+            f"database: {self.settings.db_url}"
+        )
 
     def check_running(self) -> None:
         if self.stopped:
-            raise StackError("this kernel's stack was stopped (the notebook's last cell): "
-                             "run the notebook's first code cell again to start a new one")
+            raise StackError(
+                "this kernel's stack was stopped (the notebook's last cell): "
+                "run the notebook's first code cell again to start a new one"
+            )
 
     async def start_order(self, order_id: str, payment_id: str, **kw) -> WorkflowHandle:
         self.check_running()
@@ -206,8 +230,9 @@ class KernelStack:
     async def status(self, order_id: str) -> OrderStatus:
         return await orders.status(self.client, order_id)
 
-    async def wait_for(self, order_id: str, target: str | Callable[[OrderStatus], bool] = "terminal",
-                       timeout: float = 20.0) -> OrderStatus:
+    async def wait_for(
+        self, order_id: str, target: str | Callable[[OrderStatus], bool] = "terminal", timeout: float = 20.0
+    ) -> OrderStatus:
         """Poll status() until the order reaches ``target``: a state name (reached or passed),
         "terminal", or a predicate on the status."""
         reached = _reached(target)
@@ -241,8 +266,11 @@ class KernelStack:
 
         queue = self.settings.orders_task_queue if kind == "orders" else self.settings.shipping_task_queue
         answer = await self.client.workflow_service.describe_task_queue(
-            DescribeTaskQueueRequest(namespace=self.settings.namespace, task_queue=TaskQueue(name=queue),
-                                     task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+            DescribeTaskQueueRequest(
+                namespace=self.settings.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            )
         )
         return {p.identity for p in answer.pollers}
 
@@ -281,8 +309,10 @@ class KernelStack:
         shutil.rmtree(self.home, ignore_errors=True)
         if _LIVE is self:
             _LIVE = None
-        print("stopped: workers, Temporal server and database of this kernel. "
-              "Run the first code cell again to start afresh.")
+        print(
+            "stopped: workers, Temporal server and database of this kernel. "
+            "Run the first code cell again to start afresh."
+        )
 
 
 _LIVE: KernelStack | None = None
@@ -293,8 +323,9 @@ async def _check_temporal(settings: Settings) -> None:
     address = settings.temporal_address
     try:
         async with asyncio.timeout(5):
-            await Client.connect(**settings.client_connect_config(), runtime=orders.runtime(),
-                                 retry_config=RetryConfig(max_retries=0))
+            await Client.connect(
+                **settings.client_connect_config(), runtime=orders.runtime(), retry_config=RetryConfig(max_retries=0)
+            )
     except (TimeoutError, RuntimeError, RPCError) as err:
         detail = " ".join(str(err).split())[:160] or "no answer within 5 s"
         raise StackError(
@@ -369,8 +400,15 @@ def _reached(target: str | Callable[[OrderStatus], bool]) -> Callable[[OrderStat
     return lambda s: s.terminal or LIFECYCLE.index(s.state) >= LIFECYCLE.index(wanted)
 
 
-async def run_batch(stack: KernelStack, n: int, concurrency: int = 10, prefix: str = "batch",
-                    approve: bool = True, progress: bool = True, **order_fields) -> pd.DataFrame:
+async def run_batch(
+    stack: KernelStack,
+    n: int,
+    concurrency: int = 10,
+    prefix: str = "batch",
+    approve: bool = True,
+    progress: bool = True,
+    **order_fields,
+) -> pd.DataFrame:
     """``n`` orders through ``orderflow.client.place_orders`` (approved the moment they await
     review), with a progress bar; one row per order. ``seconds`` is start to close by
     Temporal's own timestamps."""
@@ -380,16 +418,26 @@ async def run_batch(stack: KernelStack, n: int, concurrency: int = 10, prefix: s
     tag = os.urandom(2).hex()
     requests = [orders.new_order(f"{prefix}-{tag}-{i}", f"pay-{prefix}-{tag}-{i}", **order_fields) for i in range(n)]
     bar = tqdm(total=n, desc=prefix, disable=not progress)
-    placed = await orders.place_orders(stack.client, requests, stack.settings, concurrency=concurrency,
-                                       approve=approve, on_done=lambda _: bar.update())
+    placed = await orders.place_orders(
+        stack.client, requests, stack.settings, concurrency=concurrency, approve=approve, on_done=lambda _: bar.update()
+    )
     bar.close()
-    rows = [{"order_id": p.order_id, "state": p.state, "payment": p.result.payment.value if p.result else None,
-             "shipping_attempts": p.result.shipping_attempts if p.result else None, "seconds": p.seconds,
-             "reason": p.result.reason if p.result else None} for p in placed]
+    rows = [
+        {
+            "order_id": p.order_id,
+            "state": p.state,
+            "payment": p.result.payment.value if p.result else None,
+            "shipping_attempts": p.result.shipping_attempts if p.result else None,
+            "seconds": p.seconds,
+            "reason": p.result.reason if p.result else None,
+        }
+        for p in placed
+    ]
     return pd.DataFrame(rows).set_index("order_id")
 
 
 # -- the package's own source, on screen -----------------------------------------------------------
+
 
 @dataclass
 class SourceView:
@@ -404,7 +452,9 @@ class SourceView:
         )
 
     def __repr__(self) -> str:
-        return "\n\n".join(f"# {name} ({path}, line {line})\n{source.rstrip()}" for name, path, line, source in self.parts)
+        return "\n\n".join(
+            f"# {name} ({path}, line {line})\n{source.rstrip()}" for name, path, line, source in self.parts
+        )
 
     @property
     def text(self) -> str:
@@ -427,6 +477,7 @@ def show_source(*objects) -> SourceView:
 
 
 # -- Temporal's event history as a table ----------------------------------------------------------
+
 
 def _event_name(event) -> str:
     from temporalio.api.enums.v1 import EventType
@@ -461,17 +512,27 @@ def history_frame(history) -> pd.DataFrame:
             name = f"{attrs.start_to_fire_timeout.ToTimedelta().total_seconds():g} s"
         elif kind == "start_child_workflow_execution_initiated_event_attributes":
             name, workflow_id = f"{attrs.workflow_type.name} on {attrs.task_queue.name}", attrs.workflow_id
-        elif kind in ("child_workflow_execution_started_event_attributes",
-                      "child_workflow_execution_completed_event_attributes"):
+        elif kind in (
+            "child_workflow_execution_started_event_attributes",
+            "child_workflow_execution_completed_event_attributes",
+        ):
             name, workflow_id = attrs.workflow_type.name, attrs.workflow_execution.workflow_id
         elif kind == "signal_external_workflow_execution_initiated_event_attributes":
             name, workflow_id = attrs.signal_name, attrs.workflow_execution.workflow_id
-        rows.append({"event_id": e.event_id, "seconds": round((ts - first).total_seconds(), 3),
-                     "type": _event_name(e), "name": name, "workflow_id": workflow_id})
+        rows.append(
+            {
+                "event_id": e.event_id,
+                "seconds": round((ts - first).total_seconds(), 3),
+                "type": _event_name(e),
+                "name": name,
+                "workflow_id": workflow_id,
+            }
+        )
     return pd.DataFrame(rows).set_index("event_id")
 
 
 # -- a non-deterministic change, for the replay lesson ---------------------------------------------
+
 
 @workflow.defn(name="OrderWorkflow", sandboxed=False)
 class ReorderedOrderWorkflow(OrderWorkflow):
@@ -541,18 +602,26 @@ class OrderConsole:
         self._notes: list[str] = []
         self.start.on_click(lambda _: self._command("Start", self._start))
         self.approve.on_click(lambda _: self._command("Approve", lambda: orders.approve(stack.client, self.current_id)))
-        self.cancel.on_click(lambda _: self._command(
-            "Cancel", lambda: orders.cancel(stack.client, self.current_id, "cancelled from the console")))
-        self.update_address.on_click(lambda _: self._command(
-            "Update address", lambda: orders.update_address(stack.client, self.current_id, self.address.value)))
+        self.cancel.on_click(
+            lambda _: self._command(
+                "Cancel", lambda: orders.cancel(stack.client, self.current_id, "cancelled from the console")
+            )
+        )
+        self.update_address.on_click(
+            lambda _: self._command(
+                "Update address", lambda: orders.update_address(stack.client, self.current_id, self.address.value)
+            )
+        )
         self.order_id.observe(self._order_id_changed, names="value")
-        self.widget = widgets.VBox([
-            widgets.HBox([self.order_id, self.payment_id]),
-            widgets.HBox([self.start, self.approve, self.cancel]),
-            widgets.HBox([self.address, self.update_address]),
-            self.panel,
-            self.log,
-        ])
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.order_id, self.payment_id]),
+                widgets.HBox([self.start, self.approve, self.cancel]),
+                widgets.HBox([self.address, self.update_address]),
+                self.panel,
+                self.log,
+            ]
+        )
         stack.consoles.append(self)
         self._render()
 
@@ -592,7 +661,9 @@ class OrderConsole:
         await self.last_task
         return self.replies[-1]
 
-    async def wait_for(self, target: str | Callable[[OrderStatus], bool] = "terminal", timeout: float = 20.0) -> OrderStatus:
+    async def wait_for(
+        self, target: str | Callable[[OrderStatus], bool] = "terminal", timeout: float = 20.0
+    ) -> OrderStatus:
         """Wait until the order reaches ``target`` (a state, reached or passed; "terminal"; a predicate)."""
         if not self.started:
             raise StackError(f"order {self.current_id} is not started: press Start first")
@@ -609,8 +680,10 @@ class OrderConsole:
         """If the current order ended before anyone approved it (its review deadline passed while
         you read, say), take a new order id, and with it a new payment id. True if it did."""
         if self.ended and not self.status.approved:
-            print(f"order {self.current_id} ended {self.status.state.value} before approval "
-                  f"({self.status.reason}); using a new order id")
+            print(
+                f"order {self.current_id} ended {self.status.state.value} before approval "
+                f"({self.status.reason}); using a new order id"
+            )
             self.new_order()
             return True
         return False
@@ -733,8 +806,10 @@ def render_replies(replies: list[Reply]) -> str:
             mark, color = "refused:", "#a15c00"
         else:
             mark, color = "error:", "#c62828"
-        lines.append(f"<div class='orderflow-reply' style='color:{color}'><b>{html.escape(r.button)}</b> "
-                     f"({html.escape(r.order_id)}) {mark} {html.escape(r.text)}</div>")
+        lines.append(
+            f"<div class='orderflow-reply' style='color:{color}'><b>{html.escape(r.button)}</b> "
+            f"({html.escape(r.order_id)}) {mark} {html.escape(r.text)}</div>"
+        )
     return "".join(lines)
 
 
@@ -752,25 +827,37 @@ def review_deadline(status: OrderStatus, req: OrderRequest | None) -> datetime |
         return None
     policy = req.policy
     return datetime.fromisoformat(status.deadline) - timedelta(
-        seconds=policy.refund_reserve_seconds + policy.post_review_reserve_seconds)
+        seconds=policy.refund_reserve_seconds + policy.post_review_reserve_seconds
+    )
 
 
-def render_status(status: OrderStatus, req: OrderRequest | None = None, result: OrderResult | None = None,
-                  replies: list[Reply] | None = None) -> str:
+def render_status(
+    status: OrderStatus,
+    req: OrderRequest | None = None,
+    result: OrderResult | None = None,
+    replies: list[Reply] | None = None,
+) -> str:
     now = datetime.now(timezone.utc)
     state = status.state.value
     if status.terminal:
         took = f" after {result.elapsed_seconds:.1f} s" if result else ""
         clock = f"<b>ended {state}</b>{took}" + (f": {html.escape(status.reason)}" if status.reason else "")
-        if status.state == OrderState.SHIPPED and replies and any(r.button == "Cancel" and r.ok for r in replies
-                                                                  if r.order_id == status.order_id):
+        if (
+            status.state == OrderState.SHIPPED
+            and replies
+            and any(r.button == "Cancel" and r.ok for r in replies if r.order_id == status.order_id)
+        ):
             overtaken = [s.detail for s in status.signals if s.name == "CancelOrder" and not s.accepted]
             clock += f" (your Cancel came too late: {html.escape(overtaken[-1] if overtaken else 'the parcel was dispatched')})"
     elif status.state == OrderState.AWAITING_REVIEW and not status.approved:
         due = review_deadline(status, req)
         left = max((due - now).total_seconds(), 0.0) if due else status.seconds_left
-        clock = (f"awaiting review: <b>{left:.1f} s</b> left to approve "
-                 f"(then it is cancelled, at {due.astimezone():%H:%M:%S})" if due else f"{left:.1f} s left")
+        clock = (
+            f"awaiting review: <b>{left:.1f} s</b> left to approve "
+            f"(then it is cancelled, at {due.astimezone():%H:%M:%S})"
+            if due
+            else f"{left:.1f} s left"
+        )
     else:
         left = max((datetime.fromisoformat(status.deadline) - now).total_seconds(), 0.0)
         clock = f"{left:.1f} s left of the order's 15 s budget"
@@ -790,6 +877,7 @@ def render_status(status: OrderStatus, req: OrderRequest | None = None, result: 
 
 
 # -- plots -------------------------------------------------------------------------------------
+
 
 def plot_timeline(stack: KernelStack, order_id: str):
     """One order's audit events on a time axis: a row per step, failures and timeouts marked."""

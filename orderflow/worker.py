@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import compileall
+import os
 from datetime import timedelta
 from pathlib import Path
 
 from temporalio.client import Client
-import os
-
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -49,7 +48,7 @@ def compile_workflow_modules() -> None:
     """
     for module in (workflows_package, models):
         try:
-            compileall.compile_dir(Path(module.__file__).parent, maxlevels=0 if module is models else 1, quiet=2)
+            compileall.compile_dir(Path(module.__file__ or ".").parent, maxlevels=0 if module is models else 1, quiet=2)
         except OSError:
             pass  # a read-only install: the sandbox still works, only slower
 
@@ -58,7 +57,7 @@ def build_workers(client: Client, db: Repository, settings: Settings, kinds=WORK
     """Workers for ``kinds``; run each with ``await worker.run()`` or ``async with worker``."""
     orders_acts, shipping_acts = all_activities(db)
     runner = worker_runner()
-    specs = {
+    specs: dict[str, tuple[str, list[type], list]] = {
         "orders": (settings.orders_task_queue, [OrderWorkflow], orders_acts),
         "shipping": (settings.shipping_task_queue, [ShippingWorkflow], shipping_acts),
     }

@@ -78,5 +78,3 @@ def scripted(monkeypatch) -> ScriptedRandom:
     fake = ScriptedRandom()
     monkeypatch.setattr(stubs, "random", fake)
     return fake
-
-

@@ -36,17 +36,24 @@ def wait_healthy(base: str, timeout: float = 30.0) -> None:
 def api_settings(dev_server, tmp_path_factory) -> Settings:
     db_url = f"sqlite:///{tmp_path_factory.mktemp('api') / 'api.db'}"
     migrate.upgrade(db_url)
-    return Settings(temporal_address=dev_server.address, db_url=db_url, log_level="WARNING",
-                    orders_task_queue="orders-tq-api", shipping_task_queue="shipping-tq-api")
+    return Settings(
+        temporal_address=dev_server.address,
+        db_url=db_url,
+        log_level="WARNING",
+        orders_task_queue="orders-tq-api",
+        shipping_task_queue="shipping-tq-api",
+    )
 
 
 @pytest.fixture(scope="session")
 def api(api_settings) -> Iterator[str]:
     """Base URL of an API with its workers, no token."""
     port = free_port()
-    procs = [spawn_orderflow("worker", "orders", settings=api_settings),
-             spawn_orderflow("worker", "shipping", settings=api_settings),
-             spawn_orderflow("api", "--port", str(port), settings=api_settings)]
+    procs = [
+        spawn_orderflow("worker", "orders", settings=api_settings),
+        spawn_orderflow("worker", "shipping", settings=api_settings),
+        spawn_orderflow("api", "--port", str(port), settings=api_settings),
+    ]
     base = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(base)
@@ -166,7 +173,11 @@ def test_approve_before_review_is_refused(http):
         ("post", "/orders/ok-id/start", {}),  # payment_id missing
         ("post", "/orders/ok-id/start?payment_id=p", {"json": {"items": [{"sku": "A", "qty": 0}]}}),
         ("post", "/orders/ok-id/start?payment_id=p", {"json": {"items": []}}),  # README: no items is a 422
-        ("post", "/orders/ok-id/start?payment_id=p", {"content": b"{not json", "headers": {"content-type": "application/json"}}),
+        (
+            "post",
+            "/orders/ok-id/start?payment_id=p",
+            {"content": b"{not json", "headers": {"content-type": "application/json"}},
+        ),
         ("post", "/orders/ok-id/signals/update-address", {"json": {"new_address": ""}}),
         ("post", "/orders/ok-id/signals/update-address", {"json": {}}),
         ("get", "/orders?limit=0", {}),
@@ -178,9 +189,15 @@ def test_bad_input_is_a_422_with_a_message(http, method, path, kwargs):
     assert response.json()["error"]
 
 
-@pytest.mark.parametrize("method, path", [
-    ("post", "/signals/approve"), ("post", "/signals/cancel"), ("get", "/status"), ("get", "/state"),
-])
+@pytest.mark.parametrize(
+    "method, path",
+    [
+        ("post", "/signals/approve"),
+        ("post", "/signals/cancel"),
+        ("get", "/status"),
+        ("get", "/state"),
+    ],
+)
 def test_unknown_orders_are_404(http, method, path):
     response = getattr(http, method)(f"/orders/{new_order_id()}{path}")
     assert response.status_code == 404 and response.json()["error"]
@@ -215,7 +232,10 @@ def test_a_token_guards_every_order_endpoint(secured_api):
         for path in ("start?payment_id=p", "signals/approve", "signals/cancel"):
             response = http.post(f"/orders/{order_id}/{path}")
             assert response.status_code == 401 and "token" in response.json()["error"]
-        assert http.post(f"/orders/{order_id}/start?payment_id=p", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert (
+            http.post(f"/orders/{order_id}/start?payment_id=p", headers={"Authorization": "Bearer wrong"}).status_code
+            == 401
+        )
         assert http.post(f"/orders/{order_id}/start?payment_id=p-{order_id}", headers=auth).status_code == 201
         for path in (f"/orders/{order_id}/status", f"/orders/{order_id}/state", "/orders"):
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN}):
@@ -226,7 +246,9 @@ def test_a_token_guards_every_order_endpoint(secured_api):
         assert http.get("/healthz").status_code == 200 and http.get("/metrics").status_code == 200
         assert http.post(f"/orders/{order_id}/signals/cancel", headers=auth).status_code == 202
         end = time.monotonic() + 15  # the order's row exists by the time the cancelled order has ended
-        while (state := http.get(f"/orders/{order_id}/state", headers=auth)).status_code == 404 and time.monotonic() < end:
+        while (
+            state := http.get(f"/orders/{order_id}/state", headers=auth)
+        ).status_code == 404 and time.monotonic() < end:
             time.sleep(0.1)
         assert state.status_code == 200 and state.json()["order"]["id"] == order_id
         assert order_id in {o["id"] for o in http.get("/orders", params={"limit": 500}, headers=auth).json()["orders"]}

@@ -34,8 +34,14 @@ def fresh_settings(address: str, tmp_path, **kw) -> Settings:
     tag = uuid.uuid4().hex[:6]
     db_url = f"sqlite:///{tmp_path / f'api-{tag}.db'}"
     migrate.upgrade(db_url)
-    return Settings(temporal_address=address, db_url=db_url, log_level="WARNING",
-                    orders_task_queue=f"orders-tq-{tag}", shipping_task_queue=f"shipping-tq-{tag}", **kw)
+    return Settings(
+        temporal_address=address,
+        db_url=db_url,
+        log_level="WARNING",
+        orders_task_queue=f"orders-tq-{tag}",
+        shipping_task_queue=f"shipping-tq-{tag}",
+        **kw,
+    )
 
 
 @contextmanager
@@ -92,17 +98,22 @@ async def assert_never_started(client, settings: Settings, order_id: str) -> Non
 
 # -- load shedding ----------------------------------------------------------------------
 
+
 async def test_over_the_limit_a_start_is_a_429_with_retry_after_and_nothing_is_started(client, dev_server, tmp_path):
     """No workers: started orders stay in flight, so the count is exact. Limit 2."""
     settings = fresh_settings(dev_server.address, tmp_path, max_in_flight=2)
     admission = Admission(settings)
     in_flight_query = admission.query
     with processes(settings) as one, processes(settings) as other:
-        async with httpx.AsyncClient(base_url=one["url"], timeout=30) as http, \
-                httpx.AsyncClient(base_url=other["url"], timeout=30) as http2:
+        async with (
+            httpx.AsyncClient(base_url=one["url"], timeout=30) as http,
+            httpx.AsyncClient(base_url=other["url"], timeout=30) as http2,
+        ):
             first, second, refused = new_id(), new_id(), new_id()
             for order_id in (first, second):
-                assert (await http.post(f"/orders/{order_id}/start", params={"payment_id": "p-" + order_id})).status_code == 201
+                assert (
+                    await http.post(f"/orders/{order_id}/start", params={"payment_id": "p-" + order_id})
+                ).status_code == 201
             answer = await http.post(f"/orders/{refused}/start", params={"payment_id": "p-" + refused})
             assert answer.status_code == 429, answer.text
             assert int(answer.headers["Retry-After"]) >= 1
@@ -138,8 +149,13 @@ async def test_over_the_limit_a_start_is_a_429_with_retry_after_and_nothing_is_s
 async def test_admission_reserves_places_before_the_count_catches_up(client, dev_server):
     """Twenty concurrent admissions against limit 5 in one process: exactly five get in,
     although none of them has been started (so visibility counts none)."""
-    admission = Admission(replace(Settings(temporal_address=dev_server.address), max_in_flight=5,
-                                  orders_task_queue=f"orders-tq-{uuid.uuid4().hex[:6]}"))
+    admission = Admission(
+        replace(
+            Settings(temporal_address=dev_server.address),
+            max_in_flight=5,
+            orders_task_queue=f"orders-tq-{uuid.uuid4().hex[:6]}",
+        )
+    )
     outcomes = await asyncio.gather(*(admission.admit(client) for _ in range(20)), return_exceptions=True)
     admitted = [o for o in outcomes if not isinstance(o, BaseException)]
     refused = [o for o in outcomes if isinstance(o, BaseException)]
@@ -151,13 +167,16 @@ async def test_admission_reserves_places_before_the_count_catches_up(client, dev
 
 # -- status with the workers gone --------------------------------------------------------
 
+
 async def test_status_of_an_existing_order_is_never_a_5xx_when_its_workers_are_gone(client, dev_server, tmp_path):
     settings = fresh_settings(dev_server.address, tmp_path)
     with processes(settings, "orders", "shipping") as stack:
         async with httpx.AsyncClient(base_url=stack["url"], timeout=30) as http:
             ended, waiting, never = new_id(), new_id(), new_id()
             for order_id in (ended, waiting):
-                assert (await http.post(f"/orders/{order_id}/start", params={"payment_id": "p-" + order_id})).status_code == 201
+                assert (
+                    await http.post(f"/orders/{order_id}/start", params={"payment_id": "p-" + order_id})
+                ).status_code == 201
             await wait_for(http, ended, awaiting_review)
             assert (await http.post(f"/orders/{ended}/signals/approve")).status_code == 202
             before = await wait_for(http, ended, lambda b: b["temporal_status"] != "RUNNING", timeout=20)
@@ -178,9 +197,12 @@ async def test_status_of_an_existing_order_is_never_a_5xx_when_its_workers_are_g
 
             began = time.monotonic()
             answers = await asyncio.gather(
-                http.get(f"/orders/{ended}/status"), http.get(f"/orders/{waiting}/status"),
-                http.get(f"/orders/{never}/status"), http.post(f"/orders/{waiting}/signals/cancel"),
-                query_the_ended_order())
+                http.get(f"/orders/{ended}/status"),
+                http.get(f"/orders/{waiting}/status"),
+                http.get(f"/orders/{never}/status"),
+                http.post(f"/orders/{waiting}/signals/cancel"),
+                query_the_ended_order(),
+            )
             took = time.monotonic() - began
             recorded, persisted, silent, command, queried = answers
 
@@ -206,6 +228,7 @@ async def test_status_of_an_existing_order_is_never_a_5xx_when_its_workers_are_g
 
 # -- Temporal or the database unreachable -------------------------------------------------
 
+
 async def test_with_temporal_down_start_is_a_503_and_nothing_is_started(tmp_path):
     """The dev server is stopped mid-test and started again on the same file."""
     server = DevServer(port=free_port(), ui_port=None, db_file=tmp_path / "temporal.db").start()
@@ -215,7 +238,9 @@ async def test_with_temporal_down_start_is_a_503_and_nothing_is_started(tmp_path
         with processes(settings, "orders", "shipping") as stack:
             async with httpx.AsyncClient(base_url=stack["url"], timeout=60) as http:
                 running, refused = new_id(), new_id()
-                assert (await http.post(f"/orders/{running}/start", params={"payment_id": "p-" + running})).status_code == 201
+                assert (
+                    await http.post(f"/orders/{running}/start", params={"payment_id": "p-" + running})
+                ).status_code == 201
                 await wait_for(http, running, awaiting_review)
 
                 server.stop()
@@ -224,7 +249,8 @@ async def test_with_temporal_down_start_is_a_503_and_nothing_is_started(tmp_path
                     http.post(f"/orders/{refused}/start", params={"payment_id": "p-" + refused}),
                     http.get(f"/orders/{running}/status"),
                     http.post(f"/orders/{running}/signals/approve"),
-                    http.get("/healthz"))
+                    http.get("/healthz"),
+                )
                 assert start.status_code == 503 and "nothing was started" in start.json()["error"], start.text
                 assert status.status_code in (503, 504) and status.json()["error"], status.text
                 assert approve.status_code in (503, 504) and approve.json()["error"], approve.text
@@ -237,7 +263,9 @@ async def test_with_temporal_down_start_is_a_503_and_nothing_is_started(tmp_path
                 await assert_never_started(client, settings, refused)
                 # The API recovers by itself once Temporal is back.
                 end = time.monotonic() + 30
-                while (answer := await http.post(f"/orders/{refused}/start", params={"payment_id": "p-" + refused})).status_code != 201:
+                while (
+                    answer := await http.post(f"/orders/{refused}/start", params={"payment_id": "p-" + refused})
+                ).status_code != 201:
                     assert answer.status_code == 503 and time.monotonic() < end, answer.text
                     await asyncio.sleep(0.5)
                 for order_id in (running, refused):
@@ -269,17 +297,29 @@ async def test_with_the_database_down_start_is_a_503_and_nothing_is_started(clie
 
 # -- every Temporal error class has an answer ---------------------------------------------
 
-@pytest.mark.parametrize("error, code, text", [
-    (WorkflowUpdateFailedError(ApplicationError("not awaiting review", type="Rejected")), 409, "not awaiting review"),
-    (WorkflowUpdateFailedError(ApplicationError("the refund failed", type="RefundFailed")), 409, "the refund failed"),
-    (WorkflowUpdateFailedError(CancelledError("gone")), 503, "could not complete"),
-    (WorkflowUpdateRPCTimeoutOrCancelledError(), 504, "no answer"),
-    (RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b""), 503, "UNAVAILABLE"),
-    (RPCError("deadline", RPCStatusCode.DEADLINE_EXCEEDED, b""), 504, "no answer in time"),
-    (RPCError("quota", RPCStatusCode.RESOURCE_EXHAUSTED, b""), 503, "RESOURCE_EXHAUSTED"),
-    (TemporalError("something new"), 503, "something new"),
-    (asyncio.TimeoutError(), 504, "did not answer in time"),
-])
+
+@pytest.mark.parametrize(
+    "error, code, text",
+    [
+        (
+            WorkflowUpdateFailedError(ApplicationError("not awaiting review", type="Rejected")),
+            409,
+            "not awaiting review",
+        ),
+        (
+            WorkflowUpdateFailedError(ApplicationError("the refund failed", type="RefundFailed")),
+            409,
+            "the refund failed",
+        ),
+        (WorkflowUpdateFailedError(CancelledError("gone")), 503, "could not complete"),
+        (WorkflowUpdateRPCTimeoutOrCancelledError(), 504, "no answer"),
+        (RPCError("connection refused", RPCStatusCode.UNAVAILABLE, b""), 503, "UNAVAILABLE"),
+        (RPCError("deadline", RPCStatusCode.DEADLINE_EXCEEDED, b""), 504, "no answer in time"),
+        (RPCError("quota", RPCStatusCode.RESOURCE_EXHAUSTED, b""), 503, "RESOURCE_EXHAUSTED"),
+        (TemporalError("something new"), 503, "something new"),
+        (asyncio.TimeoutError(), 504, "did not answer in time"),
+    ],
+)
 def test_every_temporal_error_maps_to_a_4xx_503_or_504(error, code, text):
     """A focused unit test of the mapping (the exceptions are built here, not provoked)."""
     mapped = orders.temporal_error(error, "approve") if isinstance(error, TemporalError) else error

@@ -24,15 +24,24 @@ def test_bench_over_http_smoke_run(tmp_path, capsys):
     assert report["mode"] == "api" and report["offered"] == 8
     assert report["http_5xx"] == 0 and report["transport_errors"] == 0
     assert report["admitted"] + report["refused_429"] == report["offered"]
-    assert report["http_statuses"]["201"] == report["admitted"] and report["http_statuses"].get("429", 0) == report["refused_429"]
+    assert (
+        report["http_statuses"]["201"] == report["admitted"]
+        and report["http_statuses"].get("429", 0) == report["refused_429"]
+    )
     assert report["p50"] <= report["p90"] <= report["p99"] <= report["max"]
     assert 0 <= report["within_budget"] <= 1 and 0 <= report["shipped"] <= 1
     assert abs(sum(report["outcomes"].values()) - 1) < 1e-6
     cpu = report["cpu_seconds_per_order"]
     assert all(cpu[name] > 0 for name in ("dev server", "API", "orders worker", "shipping worker"))
     assert cpu["all stack processes"] >= cpu["orders worker"] + cpu["dev server"]
-    assert report["history_events_per_order"]["order"] > 10 and report["history_events_per_order"]["shipping (all shipments of an order)"] > 0
-    assert report["replay"]["failures"] == 0 and report["replay"]["histories"] >= 2 * report["admitted"] * report["shipped"]
+    assert (
+        report["history_events_per_order"]["order"] > 10
+        and report["history_events_per_order"]["shipping (all shipments of an order)"] > 0
+    )
+    assert (
+        report["replay"]["failures"] == 0
+        and report["replay"]["histories"] >= 2 * report["admitted"] * report["shipped"]
+    )
     assert report["invariant_violations"] == []
     assert (tmp_path / "bench.png").stat().st_size > 0
     assert "open loop, 2 orders/s for 4 s" in capsys.readouterr().out

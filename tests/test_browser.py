@@ -95,9 +95,23 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     env.pop("ORDERFLOW_NOTEBOOK_TEMPORAL", None)  # each kernel starts its own server
     log = home / "jupyterlab.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         "--ServerApp.port_retries=0", "--allow-root", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}"],
-        env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "lab",
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            "--ServerApp.port_retries=0",
+            "--allow-root",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}",
+        ],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        preexec_fn=die_with_parent,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -157,7 +171,11 @@ def button(cell: Locator, name: str) -> Locator:
 
 
 def text_field(cell: Locator, label: str) -> Locator:
-    return cell.locator(".widget-text").filter(has=cell.page.locator("label", has_text=re.compile(f"^{label}$"))).locator("input")
+    return (
+        cell.locator(".widget-text")
+        .filter(has=cell.page.locator("label", has_text=re.compile(f"^{label}$")))
+        .locator("input")
+    )
 
 
 async def state_is(cell: Locator, state: str, timeout: float = 20_000) -> None:
@@ -188,7 +206,8 @@ async def open_notebook(page: Page, url: str) -> LabNotebook:
 async def page() -> AsyncIterator[Page]:
     async with async_playwright() as pw:
         browser = await pw.chromium.launch(
-            executable_path=chromium_path(), headless=True,
+            executable_path=chromium_path(),
+            headless=True,
             args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"],
         )
         page = await browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -261,13 +280,15 @@ async def test_quickstart_clicked_in_chromium(lab, page):
         await expect(console.locator(".orderflow-reply").last).to_contain_text("stack was stopped")
 
     try:
-        await notebook.run_all({
-            "console = OrderConsole(": person_runs_the_order,
-            "console.renew_if_missed_review()": cell_carried_on,
-            "stack.payments(": table,
-            "plot_timeline(": image,
-            "await stack.stop()": after_stop,
-        })
+        await notebook.run_all(
+            {
+                "console = OrderConsole(": person_runs_the_order,
+                "console.renew_if_missed_review()": cell_carried_on,
+                "stack.payments(": table,
+                "plot_timeline(": image,
+                "await stack.stop()": after_stop,
+            }
+        )
     except BaseException:
         await keep_evidence("quickstart", page, lab)
         raise
@@ -288,7 +309,9 @@ async def test_signals_and_queries_clicked_in_chromium(lab, page):
         await state_is(cell, "awaiting_review", 15_000)
         await text_field(cell, "address").fill("31 Spooner Street")
         await button(cell, "Update address").click()
-        await expect(cell.locator(".orderflow-reply").filter(has_text=re.compile(r"^Update address "))).to_contain_text("✓ address updated")
+        await expect(cell.locator(".orderflow-reply").filter(has_text=re.compile(r"^Update address "))).to_contain_text(
+            "✓ address updated"
+        )
         await expect(cell.locator(".orderflow-status")).to_contain_text("address: 31 Spooner Street")
         await button(cell, "Approve").click()
         await state_is(cell, "shipped")
@@ -305,9 +328,13 @@ async def test_signals_and_queries_clicked_in_chromium(lab, page):
         await expect(cell.locator(".orderflow-status")).to_contain_text("payment charged", timeout=15_000)
         await button(cell, "Cancel").click()
         await state_is(cell, "cancelled")
-        await expect(cell.locator(".orderflow-status")).to_contain_text(re.compile(r"ended cancelled after [\d.]+ s: cancelled from the console"))
+        await expect(cell.locator(".orderflow-status")).to_contain_text(
+            re.compile(r"ended cancelled after [\d.]+ s: cancelled from the console")
+        )
         # The cancel update answers once the outcome is known: the refund, not a promise of one.
-        await expect(cell.locator(".orderflow-reply").filter(has_text=re.compile(r"^Cancel "))).to_contain_text("✓ order cancelled; the payment was refunded")
+        await expect(cell.locator(".orderflow-reply").filter(has_text=re.compile(r"^Cancel "))).to_contain_text(
+            "✓ order cancelled; the payment was refunded"
+        )
         await console_buttons_disabled(cell, ["Start", "Approve", "Cancel", "Update address"])
 
     async def cancel_cell_carried_on(cell: Locator) -> None:
@@ -316,13 +343,15 @@ async def test_signals_and_queries_clicked_in_chromium(lab, page):
         await expect(output.locator("table.dataframe")).to_contain_text("refunded")
 
     try:
-        await notebook.run_all({
-            'order_id = new_id("side-by-side")': table,
-            "mover = OrderConsole(": person_changes_the_address,
-            "mover.renew_if_missed_review()": address_cell_carried_on,
-            "canceller = OrderConsole(": person_cancels,
-            "canceller.renew_if_missed_review()": cancel_cell_carried_on,
-        })
+        await notebook.run_all(
+            {
+                'order_id = new_id("side-by-side")': table,
+                "mover = OrderConsole(": person_changes_the_address,
+                "mover.renew_if_missed_review()": address_cell_carried_on,
+                "canceller = OrderConsole(": person_cancels,
+                "canceller.renew_if_missed_review()": cancel_cell_carried_on,
+            }
+        )
     except BaseException:
         await keep_evidence("signals", page, lab)
         raise

@@ -35,8 +35,12 @@ from tests.helpers import MYSQL_SERVER
 ROOT = Path(__file__).parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SECRETS = {  # what .env would hold (deploy/env.example lists the same names)
-    "TEMPORAL_DB_ROOT_PASSWORD": "t-root", "TEMPORAL_DB_PASSWORD": "t-pass", "APP_DB_ROOT_PASSWORD": "a-root",
-    "APP_DB_MIGRATE_PASSWORD": "m-pass", "APP_DB_WORKER_PASSWORD": "w-pass", "APP_DB_API_PASSWORD": "r-pass",
+    "TEMPORAL_DB_ROOT_PASSWORD": "t-root",
+    "TEMPORAL_DB_PASSWORD": "t-pass",
+    "APP_DB_ROOT_PASSWORD": "a-root",
+    "APP_DB_MIGRATE_PASSWORD": "m-pass",
+    "APP_DB_WORKER_PASSWORD": "w-pass",
+    "APP_DB_API_PASSWORD": "r-pass",
     "ORDERFLOW_API_TOKEN": "tok",
 }
 APP_SERVICES = ("migrate", "orders-worker", "shipping-worker", "api")
@@ -48,8 +52,13 @@ def docker_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is missing: apt-get install -y docker-compose (.ci/run does)"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ORDERFLOW_", "APP_DB_"))}
-    return subprocess.run([binary, "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT), *args],
-                          env=base | (env or {}), capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [binary, "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT), *args],
+        env=base | (env or {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +85,15 @@ def test_env_example_names_every_required_variable():
     assert {line.split("=")[0] for line in example.splitlines() if line and not line.startswith("#")} == set(SECRETS)
 
 
-@pytest.mark.parametrize("service, argv", [
-    ("migrate", ["db", "upgrade"]),
-    ("orders-worker", ["worker", "orders"]),
-    ("shipping-worker", ["worker", "shipping"]),
-    ("api", ["api", "--host", "0.0.0.0", "--port", "8000"]),
-])
+@pytest.mark.parametrize(
+    "service, argv",
+    [
+        ("migrate", ["db", "upgrade"]),
+        ("orders-worker", ["worker", "orders"]),
+        ("shipping-worker", ["worker", "shipping"]),
+        ("api", ["api", "--host", "0.0.0.0", "--port", "8000"]),
+    ],
+)
 def test_each_service_runs_a_real_cli_command(resolved, service, argv):
     assert resolved["services"][service]["command"] == ["orderflow", *argv]
     with pytest.raises(SystemExit) as done:  # the command line parses: --help exits 0
@@ -89,17 +101,25 @@ def test_each_service_runs_a_real_cli_command(resolved, service, argv):
     assert done.value.code == 0
 
 
-@pytest.mark.parametrize("service, db_user", [
-    ("migrate", "orderflow_migrate"), ("orders-worker", "orderflow_worker"),
-    ("shipping-worker", "orderflow_worker"), ("api", "orderflow_api"),
-])
+@pytest.mark.parametrize(
+    "service, db_user",
+    [
+        ("migrate", "orderflow_migrate"),
+        ("orders-worker", "orderflow_worker"),
+        ("shipping-worker", "orderflow_worker"),
+        ("api", "orderflow_api"),
+    ],
+)
 def test_each_services_environment_reaches_the_settings(resolved, service, db_user):
     env = {k: str(v) for k, v in resolved["services"][service]["environment"].items()}
     settings = Settings.from_env(env)
     assert settings.client_connect_config() == {"target_host": "temporal:7233", "namespace": "default"}
     url = sa.engine.make_url(settings.db_url)
     assert (url.username, url.host, url.database, url.get_backend_name()) == (db_user, "app-db", "orderflow", "mysql")
-    assert url.password == {"orderflow_migrate": "m-pass", "orderflow_worker": "w-pass", "orderflow_api": "r-pass"}[db_user]
+    assert (
+        url.password
+        == {"orderflow_migrate": "m-pass", "orderflow_worker": "w-pass", "orderflow_api": "r-pass"}[db_user]
+    )
     if service in WORKERS:
         assert settings.metrics_address == "0.0.0.0:9464"
     assert (settings.api_token == "tok") == (service == "api")
@@ -107,13 +127,20 @@ def test_each_services_environment_reaches_the_settings(resolved, service, db_us
 
 def test_a_managed_service_is_configured_from_env_alone(tmp_path):
     """.env pointing at a cloud namespace: the same services, TLS and the API key, no file edits."""
-    cloud = SECRETS | {"TEMPORAL_ADDRESS": "orders.a1b2c.tmprl.cloud:7233", "TEMPORAL_NAMESPACE": "orders.a1b2c",
-                       "TEMPORAL_API_KEY": "cloud-key"}
+    cloud = SECRETS | {
+        "TEMPORAL_ADDRESS": "orders.a1b2c.tmprl.cloud:7233",
+        "TEMPORAL_NAMESPACE": "orders.a1b2c",
+        "TEMPORAL_API_KEY": "cloud-key",
+    }
     done = docker_compose("config", env=cloud)
     assert done.returncode == 0, done.stderr
     env = {k: str(v) for k, v in yaml.safe_load(done.stdout)["services"]["orders-worker"]["environment"].items()}
     assert Settings.from_env(env).client_connect_config() == {
-        "target_host": "orders.a1b2c.tmprl.cloud:7233", "namespace": "orders.a1b2c", "api_key": "cloud-key", "tls": True}
+        "target_host": "orders.a1b2c.tmprl.cloud:7233",
+        "namespace": "orders.a1b2c",
+        "api_key": "cloud-key",
+        "tls": True,
+    }
 
 
 def test_setup_runs_once_before_what_needs_it(resolved):
@@ -191,7 +218,8 @@ def test_prometheus_scrapes_what_the_services_serve(resolved):
     assert set(workers["names"]) == set(WORKERS) and f"0.0.0.0:{workers['port']}" == "0.0.0.0:9464"
     assert jobs["orderflow-api"]["dns_sd_configs"][0]["port"] == 8000
     assert jobs["temporal-server"]["static_configs"][0]["targets"] == [
-        "temporal:" + resolved["services"]["temporal"]["environment"]["PROMETHEUS_ENDPOINT"].split(":")[1]]
+        "temporal:" + resolved["services"]["temporal"]["environment"]["PROMETHEUS_ENDPOINT"].split(":")[1]
+    ]
 
 
 def test_the_shell_scripts_parse():
@@ -212,17 +240,26 @@ def app_db() -> Iterator[dict[str, str]]:
     prefix, database = f"oft{tag}", f"orderflow_compose_{tag}"
     passwords = {"migrate": "m-" + tag, "worker": "w-" + tag, "api": "a-" + tag}
     client = f"mariadb --protocol=tcp -h {server.host} -P {server.port or 3306} -u {server.username}"
-    env = os.environ | {"APP_DB_NAME": database, "APP_DB_USER_PREFIX": prefix, "APP_DB_INIT_CLIENT": client,
-                        "MYSQL_PWD": server.password or "",
-                        **{f"APP_DB_{role.upper()}_PASSWORD": pw for role, pw in passwords.items()}}
+    env = os.environ | {
+        "APP_DB_NAME": database,
+        "APP_DB_USER_PREFIX": prefix,
+        "APP_DB_INIT_CLIENT": client,
+        "MYSQL_PWD": server.password or "",
+        **{f"APP_DB_{role.upper()}_PASSWORD": pw for role, pw in passwords.items()},
+    }
     script = ROOT / "deploy" / "app-db" / "init-users.sh"
     done = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=60)
     admin = sa.create_engine(server)
     try:
         assert done.returncode == 0, done.stderr
-        yield {role: str(server.set(username=f"{prefix}_{role}", password=pw, database=database,
-                                    query={"charset": "utf8mb4"}).render_as_string(hide_password=False))
-               for role, pw in passwords.items()}
+        yield {
+            role: str(
+                server.set(
+                    username=f"{prefix}_{role}", password=pw, database=database, query={"charset": "utf8mb4"}
+                ).render_as_string(hide_password=False)
+            )
+            for role, pw in passwords.items()
+        }
     finally:
         with admin.begin() as conn:
             for role in passwords:
@@ -251,12 +288,18 @@ def test_the_least_privilege_users_carry_a_real_order_and_no_more(app_db, dev_se
     assert refused(app_db["api"], "DELETE FROM orders")
 
     tag = uuid.uuid4().hex[:6]
-    base = Settings(temporal_address=dev_server.address, log_level="WARNING",
-                    orders_task_queue=f"orders-tq-c{tag}", shipping_task_queue=f"shipping-tq-c{tag}")
+    base = Settings(
+        temporal_address=dev_server.address,
+        log_level="WARNING",
+        orders_task_queue=f"orders-tq-c{tag}",
+        shipping_task_queue=f"shipping-tq-c{tag}",
+    )
     port = free_port()
-    procs = [spawn_orderflow("worker", "orders", settings=replace(base, db_url=app_db["worker"])),
-             spawn_orderflow("worker", "shipping", settings=replace(base, db_url=app_db["worker"])),
-             spawn_orderflow("api", "--port", str(port), settings=replace(base, db_url=app_db["api"]))]
+    procs = [
+        spawn_orderflow("worker", "orders", settings=replace(base, db_url=app_db["worker"])),
+        spawn_orderflow("worker", "shipping", settings=replace(base, db_url=app_db["worker"])),
+        spawn_orderflow("api", "--port", str(port), settings=replace(base, db_url=app_db["api"])),
+    ]
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
             end = time.monotonic() + 30
@@ -289,7 +332,12 @@ def test_the_least_privilege_users_carry_a_real_order_and_no_more(app_db, dev_se
 
 
 def test_init_script_refuses_passwords_it_cannot_quote():
-    env = {"PATH": os.environ["PATH"], "APP_DB_MIGRATE_PASSWORD": "it's", "APP_DB_WORKER_PASSWORD": "w",
-           "APP_DB_API_PASSWORD": "a", "APP_DB_INIT_CLIENT": f"{sys.executable} -c pass"}
+    env = {
+        "PATH": os.environ["PATH"],
+        "APP_DB_MIGRATE_PASSWORD": "it's",
+        "APP_DB_WORKER_PASSWORD": "w",
+        "APP_DB_API_PASSWORD": "a",
+        "APP_DB_INIT_CLIENT": f"{sys.executable} -c pass",
+    }
     done = subprocess.run([str(ROOT / "deploy" / "app-db" / "init-users.sh")], env=env, capture_output=True, text=True)
     assert done.returncode == 1 and "APP_DB_MIGRATE_PASSWORD" in done.stderr

@@ -39,9 +39,9 @@ api_key = "from-the-profile"
 
 [profile.prod.tls]
 server_name = "orderflow-test"
-server_ca_cert_path = "{CERTS / 'ca.pem'}"
-client_cert_path = "{CERTS / 'client.pem'}"
-client_key_path = "{CERTS / 'client.key'}"
+server_ca_cert_path = "{CERTS / "ca.pem"}"
+client_cert_path = "{CERTS / "client.pem"}"
+client_key_path = "{CERTS / "client.key"}"
 
 [profile.prod.grpc_meta]
 x-tenant = "acme"
@@ -60,8 +60,17 @@ def test_nothing_set_means_the_embedded_dev_server():
     assert settings.client_connect_config() == {"target_host": "127.0.0.1:7233", "namespace": "default"}
     assert not settings.tls_enabled
     # Empty variables (compose's `${TEMPORAL_TLS:-}` pass-through) are unset, not "TLS on".
-    blank = {name: "" for name in ("TEMPORAL_ADDRESS", "TEMPORAL_API_KEY", "TEMPORAL_TLS", "TEMPORAL_TLS_SERVER_NAME",
-                                   "TEMPORAL_PROFILE", "TEMPORAL_NAMESPACE")}
+    blank = {
+        name: ""
+        for name in (
+            "TEMPORAL_ADDRESS",
+            "TEMPORAL_API_KEY",
+            "TEMPORAL_TLS",
+            "TEMPORAL_TLS_SERVER_NAME",
+            "TEMPORAL_PROFILE",
+            "TEMPORAL_NAMESPACE",
+        )
+    }
     assert Settings.from_env(NO_FILE | blank) == settings
 
 
@@ -81,38 +90,68 @@ def test_a_profile_reaches_the_connect_options(profile_file):
 
 
 def test_the_environment_overrides_the_profile(profile_file):
-    env = {"TEMPORAL_CONFIG_FILE": str(profile_file), "TEMPORAL_PROFILE": "prod",
-           "TEMPORAL_ADDRESS": "temporal.internal:7233", "TEMPORAL_NAMESPACE": "staging",
-           "TEMPORAL_API_KEY": "from-the-env", "TEMPORAL_TLS_SERVER_NAME": "temporal.internal"}
+    env = {
+        "TEMPORAL_CONFIG_FILE": str(profile_file),
+        "TEMPORAL_PROFILE": "prod",
+        "TEMPORAL_ADDRESS": "temporal.internal:7233",
+        "TEMPORAL_NAMESPACE": "staging",
+        "TEMPORAL_API_KEY": "from-the-env",
+        "TEMPORAL_TLS_SERVER_NAME": "temporal.internal",
+    }
     options = Settings.from_env(env).client_connect_config()
     assert (options["target_host"], options["namespace"], options["api_key"]) == (
-        "temporal.internal:7233", "staging", "from-the-env")
+        "temporal.internal:7233",
+        "staging",
+        "from-the-env",
+    )
     assert options["tls"].domain == "temporal.internal"
     assert options["tls"].client_cert == (CERTS / "client.pem").read_bytes()  # the rest of the profile stays
 
 
 def test_the_environment_alone_configures_a_managed_service():
     """Address, namespace and API key: TLS goes on by itself (the SDK's rule); TEMPORAL_TLS=false turns it off."""
-    env = NO_FILE | {"TEMPORAL_ADDRESS": "orders.acct1.tmprl.cloud:7233", "TEMPORAL_NAMESPACE": "orders.acct1",
-                     "TEMPORAL_API_KEY": "k-123"}
+    env = NO_FILE | {
+        "TEMPORAL_ADDRESS": "orders.acct1.tmprl.cloud:7233",
+        "TEMPORAL_NAMESPACE": "orders.acct1",
+        "TEMPORAL_API_KEY": "k-123",
+    }
     options = Settings.from_env(env).client_connect_config()
-    assert options == {"target_host": "orders.acct1.tmprl.cloud:7233", "namespace": "orders.acct1",
-                       "api_key": "k-123", "tls": True}
+    assert options == {
+        "target_host": "orders.acct1.tmprl.cloud:7233",
+        "namespace": "orders.acct1",
+        "api_key": "k-123",
+        "tls": True,
+    }
     assert Settings.from_env(env | {"TEMPORAL_TLS": "false"}).client_connect_config()["tls"] is False
 
 
 def test_to_env_gives_a_child_process_the_same_connection(profile_file):
-    parent = Settings.from_env({"TEMPORAL_CONFIG_FILE": str(profile_file), "TEMPORAL_PROFILE": "prod",
-                                "ORDERFLOW_METRICS_ADDRESS": "0.0.0.0:9464", "ORDERFLOW_API_TOKEN": "t"})
-    inline = replace(parent, temporal_tls=replace(parent.temporal_tls, client_cert=b"PEM DATA"),
-                     temporal_grpc_meta=(("x-a-b", "1"),))
+    parent = Settings.from_env(
+        {
+            "TEMPORAL_CONFIG_FILE": str(profile_file),
+            "TEMPORAL_PROFILE": "prod",
+            "ORDERFLOW_METRICS_ADDRESS": "0.0.0.0:9464",
+            "ORDERFLOW_API_TOKEN": "t",
+        }
+    )
+    inline = replace(
+        parent, temporal_tls=replace(parent.temporal_tls, client_cert=b"PEM DATA"), temporal_grpc_meta=(("x-a-b", "1"),)
+    )
     for settings in (parent, inline, Settings(temporal_address="127.0.0.1:1234")):
         assert Settings.from_env(settings.to_env()) == settings
     # What the parent inherited does not leak: a local test stack gets no API key and no metrics port.
     local = Settings(temporal_address="127.0.0.1:1234")
-    child = local.child_env({"TEMPORAL_API_KEY": "secret", "TEMPORAL_PROFILE": "prod", "PATH": "/bin",
-                             "TEMPORAL_TLS_SERVER_NAME": "x", "TEMPORAL_GRPC_META_X": "y",
-                             "ORDERFLOW_METRICS_ADDRESS": "127.0.0.1:9410", "TEMPORAL_CORE_PRETTY_LOGS": "1"})
+    child = local.child_env(
+        {
+            "TEMPORAL_API_KEY": "secret",
+            "TEMPORAL_PROFILE": "prod",
+            "PATH": "/bin",
+            "TEMPORAL_TLS_SERVER_NAME": "x",
+            "TEMPORAL_GRPC_META_X": "y",
+            "ORDERFLOW_METRICS_ADDRESS": "127.0.0.1:9410",
+            "TEMPORAL_CORE_PRETTY_LOGS": "1",
+        }
+    )
     assert Settings.from_env(child) == local
     assert child["PATH"] == "/bin" and child["TEMPORAL_CORE_PRETTY_LOGS"] == "1"  # SDK tuning passes on
 
@@ -152,10 +191,10 @@ class FakeTLSFrontend:
             length, kind, flags = int.from_bytes(buf[:3], "big"), buf[3], buf[4]
             if len(buf) < 9 + length:
                 return
-            payload, buf = buf[9:9 + length], buf[9 + length:]
+            payload, buf = buf[9 : 9 + length], buf[9 + length :]
             if kind == 1:  # HEADERS
                 if flags & 0x8:
-                    payload = payload[1:len(payload) - payload[0]]
+                    payload = payload[1 : len(payload) - payload[0]]
                 if flags & 0x20:
                     payload = payload[5:]
                 self.seen["headers"] = dict(hpack.Decoder().decode(payload))
@@ -167,7 +206,8 @@ async def test_tls_client_certificate_and_api_key_reach_the_wire():
     the handshake only succeeds if the client trusts our CA and shows a certificate our CA signed."""
     frontend = FakeTLSFrontend()
     env = NO_FILE | {
-        "TEMPORAL_ADDRESS": f"127.0.0.1:{frontend.port}", "TEMPORAL_API_KEY": "key-on-the-wire",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{frontend.port}",
+        "TEMPORAL_API_KEY": "key-on-the-wire",
         "TEMPORAL_TLS_SERVER_NAME": "orderflow-test",
         "TEMPORAL_TLS_SERVER_CA_CERT_PATH": str(CERTS / "ca.pem"),
         "TEMPORAL_TLS_CLIENT_CERT_PATH": str(CERTS / "client.pem"),
@@ -192,8 +232,11 @@ async def test_a_profiles_address_and_namespace_reach_the_server(dev_server, tmp
     assert client.namespace == "no-such-namespace"
     with pytest.raises(RPCError, match="no-such-namespace"):  # the server was asked about our namespace
         await client.count_workflows()
-    ok = await connect(replace(Settings.from_env({"TEMPORAL_CONFIG_FILE": str(path), "TEMPORAL_PROFILE": "local"}),
-                               namespace="default"))
+    ok = await connect(
+        replace(
+            Settings.from_env({"TEMPORAL_CONFIG_FILE": str(path), "TEMPORAL_PROFILE": "local"}), namespace="default"
+        )
+    )
     assert (await ok.count_workflows()).count >= 0
 
 
@@ -203,9 +246,19 @@ BAD = {
     "a missing profile": ('[profile.prod]\naddress = "a:1"', {"TEMPORAL_PROFILE": "prdo"}, "Profile 'prdo' not found"),
     "a missing config file": (None, {"TEMPORAL_CONFIG_FILE": "/nonexistent/temporal.toml"}, "no such file"),
     "TEMPORAL_TLS=no": ("", {"TEMPORAL_TLS": "no"}, "TEMPORAL_TLS must be true or false"),
-    "a missing certificate": ("", {"TEMPORAL_TLS_CLIENT_CERT_PATH": "/nonexistent.pem",
-                                   "TEMPORAL_TLS_CLIENT_KEY_PATH": str(CERTS / "client.key")}, "not found"),
-    "a certificate without its key": ("", {"TEMPORAL_TLS_CLIENT_CERT_PATH": str(CERTS / "client.pem")}, "needs its key"),
+    "a missing certificate": (
+        "",
+        {
+            "TEMPORAL_TLS_CLIENT_CERT_PATH": "/nonexistent.pem",
+            "TEMPORAL_TLS_CLIENT_KEY_PATH": str(CERTS / "client.key"),
+        },
+        "not found",
+    ),
+    "a certificate without its key": (
+        "",
+        {"TEMPORAL_TLS_CLIENT_CERT_PATH": str(CERTS / "client.pem")},
+        "needs its key",
+    ),
     "a bad metrics address": ("", {"ORDERFLOW_METRICS_ADDRESS": "localhost:http"}, "ORDERFLOW_METRICS_ADDRESS"),
     "a bad log level": ("", {"ORDERFLOW_LOG_LEVEL": "LOUD"}, "ORDERFLOW_LOG_LEVEL must be"),
 }
@@ -235,8 +288,13 @@ def test_a_bad_configuration_is_one_line_from_the_cli(case, tmp_path, monkeypatc
 
 def test_the_real_command_prints_one_line_and_no_traceback(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")} | bad_env(tmp_path, "a typo in a key")
-    done = subprocess.run([sys.executable, "-m", "orderflow.cli", "worker", "shipping"], env=env,
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "orderflow.cli", "worker", "shipping"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "unknown field `api-key`" in done.stderr, done.stderr
 

@@ -29,8 +29,20 @@ def start_dev(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     env = {k: v for k, v in os.environ.items() if k not in ("ORDERFLOW_DB_URL", "TEMPORAL_ADDRESS")}
     env["ORDERFLOW_LOG_LEVEL"] = "INFO"
     out, err = tmp_path / "dev.out", tmp_path / "dev.err"
-    command = [sys.executable, "-m", "orderflow.cli", "dev", "--state-dir", str(tmp_path / "state"),
-               "--port", str(free_port()), "--ui-port", str(free_port()), "--api-port", str(free_port())]
+    command = [
+        sys.executable,
+        "-m",
+        "orderflow.cli",
+        "dev",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--port",
+        str(free_port()),
+        "--ui-port",
+        str(free_port()),
+        "--api-port",
+        str(free_port()),
+    ]
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env)
     return proc, out, err
@@ -106,8 +118,9 @@ def test_dev_runs_each_part_in_its_own_process_and_ctrl_c_stops_them_all(tmp_pat
     records = [json.loads(line) for line in err.read_text().splitlines() if line.strip()]
     assert records and all(isinstance(r.get("proc"), str) for r in records)
     assert {"temporal", "api", "orders", "shipping"} <= {r["proc"] for r in records}
-    assert any(r["proc"] == "orders" and r.get("order_id") == "dev-1" and r.get("event") == "order_started"
-               for r in records)
+    assert any(
+        r["proc"] == "orders" and r.get("order_id") == "dev-1" and r.get("event") == "order_started" for r in records
+    )
 
 
 def test_children_die_even_when_orderflow_dev_is_killed(tmp_path):
@@ -124,10 +137,13 @@ def test_children_die_even_when_orderflow_dev_is_killed(tmp_path):
     assert wait_gone(pids.values()) == [], "a child outlived a killed orderflow dev"
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, "sqlite:///{state}/orderflow.db"),
-    ({"ORDERFLOW_DB_URL": "mysql+pymysql://root@127.0.0.1:3306/x"}, "mysql+pymysql://root@127.0.0.1:3306/x"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "sqlite:///{state}/orderflow.db"),
+        ({"ORDERFLOW_DB_URL": "mysql+pymysql://root@127.0.0.1:3306/x"}, "mysql+pymysql://root@127.0.0.1:3306/x"),
+    ],
+)
 def test_state_dir_moves_the_app_database_unless_a_url_is_given(tmp_path, env, expected):
     args = argparse.Namespace(port=7999, state_dir=str(tmp_path))
     settings = dev_settings(args, Settings(db_url=env.get("ORDERFLOW_DB_URL", Settings.db_url)), env=env)

@@ -14,9 +14,13 @@ from tests.helpers import new_id
 
 
 async def test_an_order_survives_its_worker_being_killed(client, dev_server, tmp_path):
-    settings = Settings(temporal_address=dev_server.address, db_url=f"sqlite:///{tmp_path / 'crash.db'}",
-                        log_level="WARNING", orders_task_queue="orders-tq-crash",
-                        shipping_task_queue="shipping-tq-crash")
+    settings = Settings(
+        temporal_address=dev_server.address,
+        db_url=f"sqlite:///{tmp_path / 'crash.db'}",
+        log_level="WARNING",
+        orders_task_queue="orders-tq-crash",
+        shipping_task_queue="shipping-tq-crash",
+    )
     migrate.upgrade(settings.db_url)
     shipping = spawn_orderflow("worker", "shipping", settings=settings)
     first = spawn_orderflow("worker", "orders", settings=settings)

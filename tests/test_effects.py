@@ -46,10 +46,12 @@ async def discard_once(monkeypatch):
             return result
 
         if asyncio.iscoroutinefunction(original):
+
             @functools.wraps(original)
             async def wrapper(self, *args, **kwargs):
                 return maybe_discard(await original(self, *args, **kwargs))
         else:
+
             @functools.wraps(original)
             def wrapper(self, *args, **kwargs):
                 return maybe_discard(original(self, *args, **kwargs))
@@ -123,8 +125,11 @@ async def test_the_trail_holds_the_committed_run_not_the_discarded_task(stack, s
     assert await orders.approve_when_ready(handle)
     result = await handle.result()
     assert fired and result.state == OrderState.SHIPPED
-    trail = [e["type"] for e in stack.repo.order_view(order_id, event_limit=1000)["events"]
-             if e["event_key"].startswith(f"wf:{handle.id}/")]
+    trail = [
+        e["type"]
+        for e in stack.repo.order_view(order_id, event_limit=1000)["events"]
+        if e["event_key"].startswith(f"wf:{handle.id}/")
+    ]
     assert trail[-1] == "order_shipped" and trail.count("order_shipped") == 1
     assert "signal_rejected" in trail  # the committed run's, absent from the discarded task's version
     await agree(stack, order_id)
@@ -218,4 +223,6 @@ def test_the_checker_catches_a_second_charge(stack):
     assert audit.check_invariants(stack.repo, [order_id]) == []
     with stack.repo.engine.begin() as conn:
         _insert_ignore(conn, events, [_effect_event(order_id, "payment_charged", payment_id=f"pay-{order_id}")])
-    assert audit.check_invariants(stack.repo, [order_id]) == [f"{order_id}: charged 2 times (payment rows: ['charged'])"]
+    assert audit.check_invariants(stack.repo, [order_id]) == [
+        f"{order_id}: charged 2 times (payment rows: ['charged'])"
+    ]

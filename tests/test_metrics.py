@@ -23,8 +23,11 @@ ORDERS = 3
 def scrape(url: str) -> dict[tuple[str, frozenset], float]:
     """Every sample of a Prometheus text page: (name, labels) -> value."""
     text = httpx.get(url, timeout=5).raise_for_status().text
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
 
 
 def total(samples: dict, name: str, **labels: str) -> float:
@@ -60,16 +63,25 @@ def endpoints(dev_server, tmp_path_factory) -> Iterator[Endpoints]:
     db_url = f"sqlite:///{tmp_path_factory.mktemp('metrics') / 'metrics.db'}"
     migrate.upgrade(db_url)
     tag = uuid.uuid4().hex[:6]
-    settings = Settings(temporal_address=dev_server.address, db_url=db_url, log_level="WARNING",
-                        orders_task_queue=f"orders-tq-m{tag}", shipping_task_queue=f"shipping-tq-m{tag}")
+    settings = Settings(
+        temporal_address=dev_server.address,
+        db_url=db_url,
+        log_level="WARNING",
+        orders_task_queue=f"orders-tq-m{tag}",
+        shipping_task_queue=f"shipping-tq-m{tag}",
+    )
     orders_port, shipping_port, api_port = free_port(), free_port(), free_port()
     procs = [
         spawn_orderflow("worker", "orders", "--metrics-port", str(orders_port), settings=settings),
         spawn_orderflow("worker", "shipping", settings=replace(settings, metrics_address=f"127.0.0.1:{shipping_port}")),
         spawn_orderflow("api", "--port", str(api_port), settings=settings),
     ]
-    found = Endpoints(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{orders_port}/metrics",
-                      f"http://127.0.0.1:{shipping_port}/metrics", settings.orders_task_queue)
+    found = Endpoints(
+        f"http://127.0.0.1:{api_port}",
+        f"http://127.0.0.1:{orders_port}/metrics",
+        f"http://127.0.0.1:{shipping_port}/metrics",
+        settings.orders_task_queue,
+    )
     try:
         wait_until(lambda: httpx.get(f"{found.api}/healthz", timeout=1).status_code == 200, "the API")
         for url in (found.orders_worker, found.shipping_worker):
@@ -89,32 +101,52 @@ def run_orders(http: httpx.Client, n: int) -> list[str]:
         assert http.post(f"/orders/{order_id}/start", params={"payment_id": f"p-{order_id}"}).status_code == 201
     finals = []
     for order_id in ids:
+
         def status(order_id=order_id):
             return http.get(f"/orders/{order_id}/status").json()
-        body = wait_until(lambda: status()["status"]["state"] in ("awaiting_review", "cancelled", "failed") and status(),
-                          f"{order_id} to await review", 15)
+
+        body = wait_until(
+            lambda: status()["status"]["state"] in ("awaiting_review", "cancelled", "failed") and status(),
+            f"{order_id} to await review",
+            15,
+        )
         if body["status"]["state"] == "awaiting_review":
             assert http.post(f"/orders/{order_id}/signals/approve").status_code in (202, 409)
-        finals.append(wait_until(lambda: (b := status())["temporal_status"] != "RUNNING" and b["status"]["state"],
-                                 f"{order_id} to end", 20))
+        finals.append(
+            wait_until(
+                lambda: (b := status())["temporal_status"] != "RUNNING" and b["status"]["state"],
+                f"{order_id} to end",
+                20,
+            )
+        )
     return finals
 
 
 def test_metrics_move_after_a_few_orders(endpoints):
     with httpx.Client(base_url=endpoints.api, timeout=20) as http:
-        api0, orders0, shipping0 = (scrape(u) for u in (f"{endpoints.api}/metrics", endpoints.orders_worker,
-                                                         endpoints.shipping_worker))
+        api0, orders0, shipping0 = (
+            scrape(u) for u in (f"{endpoints.api}/metrics", endpoints.orders_worker, endpoints.shipping_worker)
+        )
         finals = run_orders(http, ORDERS)
         assert http.get("/orders/never-started/status").status_code == 404
         api1 = scrape(f"{endpoints.api}/metrics")
     start = {"handler": "/orders/{order_id}/start", "method": "POST"}
     # Requests by route and exact status, and their latencies.
-    assert total(api1, "http_requests_total", **start, status="201") - total(api0, "http_requests_total", **start, status="201") == ORDERS
+    assert (
+        total(api1, "http_requests_total", **start, status="201")
+        - total(api0, "http_requests_total", **start, status="201")
+        == ORDERS
+    )
     assert total(api1, "http_request_duration_seconds_count", **start, status="201") == total(
-        api1, "http_requests_total", **start, status="201")
-    assert total(api1, "http_request_duration_seconds_sum", **start) > total(api0, "http_request_duration_seconds_sum", **start)
+        api1, "http_requests_total", **start, status="201"
+    )
+    assert total(api1, "http_request_duration_seconds_sum", **start) > total(
+        api0, "http_request_duration_seconds_sum", **start
+    )
     assert total(api1, "http_requests_total", handler="/orders/{order_id}/status", method="GET", status="404") >= 1
-    assert not [labels for (name, labels) in api1 if name == "http_requests_total" and ("handler", "/metrics") in labels]
+    assert not [
+        labels for (name, labels) in api1 if name == "http_requests_total" and ("handler", "/metrics") in labels
+    ]
     # Orders started by this API process, and ended by final state (the database: this test's alone).
     assert total(api1, "orderflow_orders_started_total") - total(api0, "orderflow_orders_started_total") == ORDERS
     for state in ("shipped", "cancelled", "failed"):
@@ -128,8 +160,9 @@ def test_metrics_move_after_a_few_orders(endpoints):
     done = "temporal_workflow_completed_total"
     ours = {"workflow_type": "OrderWorkflow", "task_queue": endpoints.orders_queue}
     assert total(orders1, done, **ours) - total(orders0, done, **ours) == ORDERS
-    assert total(shipping1, done, workflow_type="ShippingWorkflow") - total(shipping0, done, workflow_type="ShippingWorkflow") \
-        >= finals.count("shipped")
+    assert total(shipping1, done, workflow_type="ShippingWorkflow") - total(
+        shipping0, done, workflow_type="ShippingWorkflow"
+    ) >= finals.count("shipped")
     for before, after in ((orders0, orders1), (shipping0, shipping1)):
         name = "temporal_workflow_task_execution_latency_seconds_count"
         assert total(after, name) > total(before, name)

@@ -71,8 +71,10 @@ def test_notebook_is_thin_and_says_what_it_needs(path):
 def test_every_console_button_is_pressed_by_some_notebook():
     pressed = set()
     for path in NOTEBOOKS:
-        pressed |= {m.group(1) for m in re.finditer(r"\.press\(\w+\.(start|approve|cancel|update_address)\)",
-                                                    "\n".join(code_cells(path)))}
+        pressed |= {
+            m.group(1)
+            for m in re.finditer(r"\.press\(\w+\.(start|approve|cancel|update_address)\)", "\n".join(code_cells(path)))
+        }
     assert pressed == {"start", "approve", "cancel", "update_address"}
 
 
@@ -80,8 +82,9 @@ def _record(err: BaseException) -> logging.LogRecord:
     try:
         raise err
     except BaseException:
-        return logging.LogRecord("temporalio.activity", logging.WARNING, __file__, 1,
-                                 "Completing activity as failed", None, sys.exc_info())
+        return logging.LogRecord(
+            "temporalio.activity", logging.WARNING, __file__, 1, "Completing activity as failed", None, sys.exc_info()
+        )
 
 
 def test_expected_faults_are_counted_and_real_errors_pass():

@@ -16,8 +16,14 @@ RECORDED = sorted(HISTORIES.glob("*.json"))
 
 def test_the_main_paths_are_recorded():
     names = {p.stem for p in RECORDED}
-    assert {"happy_path", "review_timeout", "cancel_after_charge", "dispatch_failed_retry",
-            "shipping_exhausted", "temporal_cancel"} <= names
+    assert {
+        "happy_path",
+        "review_timeout",
+        "cancel_after_charge",
+        "dispatch_failed_retry",
+        "shipping_exhausted",
+        "temporal_cancel",
+    } <= names
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])

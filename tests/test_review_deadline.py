@@ -31,4 +31,8 @@ async def test_an_unapproved_order_is_cancelled_at_the_default_review_deadline(s
     review_closes = 15 - policy.refund_reserve_seconds - policy.post_review_reserve_seconds
     assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.NONE)
     assert result.reason == "manual review deadline passed without approval"
-    assert timedelta(seconds=review_closes) <= timedelta(seconds=result.elapsed_seconds) < timedelta(seconds=review_closes + 1)
+    assert (
+        timedelta(seconds=review_closes)
+        <= timedelta(seconds=result.elapsed_seconds)
+        < timedelta(seconds=review_closes + 1)
+    )

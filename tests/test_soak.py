@@ -31,9 +31,14 @@ RETRYABLE = {503, 504}
 async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
     rng = random.Random(8)  # which orders get address changes and cancels (the faults stay random)
     tag = uuid.uuid4().hex[:6]
-    settings = Settings(temporal_address=f"127.0.0.1:{free_port()}", db_url=f"sqlite:///{tmp_path / 'soak.db'}",
-                        log_level="WARNING", orders_task_queue=f"orders-soak-{tag}",
-                        shipping_task_queue=f"shipping-soak-{tag}", max_in_flight=0)
+    settings = Settings(
+        temporal_address=f"127.0.0.1:{free_port()}",
+        db_url=f"sqlite:///{tmp_path / 'soak.db'}",
+        log_level="WARNING",
+        orders_task_queue=f"orders-soak-{tag}",
+        shipping_task_queue=f"shipping-soak-{tag}",
+        max_in_flight=0,
+    )
     stack = ProcessStack(settings, state_dir=tmp_path, api_port=free_port())
     codes: Counter[int] = Counter()
     timeline: list[str] = []
@@ -55,8 +60,13 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
     async def customer(http: httpx.AsyncClient, n: int) -> str:
         order_id = f"soak-{tag}-{n}"
         await asyncio.sleep(n / ARRIVALS_PER_SECOND)
-        started = await call(http, "POST", f"/orders/{order_id}/start", params={"payment_id": f"pay-{order_id}"},
-                             json={"address": f"{n} First Street"})
+        started = await call(
+            http,
+            "POST",
+            f"/orders/{order_id}/start",
+            params={"payment_id": f"pay-{order_id}"},
+            json={"address": f"{n} First Street"},
+        )
         assert started is not None and started.status_code in (201, 409), started and started.text
         plan = rng.choice(["plain", "plain", "address", "cancel_after_approve", "cancel_in_shipping"])
         while True:  # the reviewer
@@ -73,13 +83,19 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
         elif plan in ("address", "cancel_in_shipping"):
             for _ in range(60):
                 status = await call(http, "GET", f"/orders/{order_id}/status")
-                state = status.json()["status"].get("state") if status is not None and status.status_code == 200 else None
+                state = (
+                    status.json()["status"].get("state") if status is not None and status.status_code == 200 else None
+                )
                 if state not in ("approved", "charged", None):
                     break
                 await asyncio.sleep(0.05)
             if plan == "address":
-                await call(http, "POST", f"/orders/{order_id}/signals/update-address",
-                           json={"new_address": f"{n} Second Street"})
+                await call(
+                    http,
+                    "POST",
+                    f"/orders/{order_id}/signals/update-address",
+                    json={"new_address": f"{n} Second Street"},
+                )
             else:
                 await call(http, "POST", f"/orders/{order_id}/signals/cancel", json={"reason": "soak"})
         return order_id
@@ -127,9 +143,11 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
 
     late = sorted(s for s in seconds.values() if s >= 15)
     print(f"\nsoak: {ORDERS} orders over HTTP at {ARRIVALS_PER_SECOND}/s; faults: {'; '.join(timeline)}")
-    print(f"soak: outcomes {dict(outcomes)}; HTTP answers {dict(sorted(codes.items()))}; "
-          f"over 15 s: {len(late)} {late}; histories replayed {replay['histories']}, failures {replay['failures']}; "
-          f"disagreements and invariant violations: {len(problems)}")
+    print(
+        f"soak: outcomes {dict(outcomes)}; HTTP answers {dict(sorted(codes.items()))}; "
+        f"over 15 s: {len(late)} {late}; histories replayed {replay['histories']}, failures {replay['failures']}; "
+        f"disagreements and invariant violations: {len(problems)}"
+    )
     assert problems == []
     assert replay["failures"] == 0, replay["first_failures"]
     assert codes[500] == 0 and not [c for c in codes if c >= 500 and c not in RETRYABLE]

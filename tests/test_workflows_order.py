@@ -51,7 +51,11 @@ async def test_happy_path_ships_and_charges_once(stack, scripted):
     assert (result.state, result.payment, result.shipping_attempts) == (OrderState.SHIPPED, PaymentState.CHARGED, 1)
     assert result.elapsed_seconds < 15
     status = await orders.status(stack.client, order_id)
-    assert (status.steps["charge"].attempts, status.steps["charge"].failures, status.steps["charge"].timeouts) == (3, 1, 1)
+    assert (status.steps["charge"].attempts, status.steps["charge"].failures, status.steps["charge"].timeouts) == (
+        3,
+        1,
+        1,
+    )
     assert status.steps["prepare"].timeouts == 1
     assert "charge: Forced failure for testing" in status.recent_errors
     view = db_view(stack, order_id)
@@ -121,8 +125,10 @@ async def test_cancel_after_dispatch_is_rejected(stack, scripted):
     result = await handle.result()
     assert (result.state, result.payment) == (OrderState.SHIPPED, PaymentState.CHARGED)
     status = await orders.status(stack.client, order_id)
-    assert any(r.name == Signal.CANCEL and not r.accepted and ("dispatched" in r.detail or "shipped" in r.detail)
-               for r in status.signals)
+    assert any(
+        r.name == Signal.CANCEL and not r.accepted and ("dispatched" in r.detail or "shipped" in r.detail)
+        for r in status.signals
+    )
 
 
 async def test_address_update_before_dispatch_reaches_the_shipment(stack, scripted):

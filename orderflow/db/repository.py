@@ -51,8 +51,13 @@ def make_engine(url: str) -> Engine:
     # Every network call is bounded: a black-holed server fails a connect in 3 s and a query in
     # 5 s instead of hanging a worker thread (and /healthz) for minutes.
     return sa.create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, isolation_level="READ COMMITTED",
-        pool_timeout=5, connect_args={"connect_timeout": 3, "read_timeout": 5, "write_timeout": 5},
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        isolation_level="READ COMMITTED",
+        pool_timeout=5,
+        connect_args={"connect_timeout": 3, "read_timeout": 5, "write_timeout": 5},
     )
 
 
@@ -79,8 +84,9 @@ def _upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], k
     else:
         from sqlalchemy.dialects.mysql import insert as mysql_insert
 
-        stmt = mysql_insert(table)
-        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in rows[0] if c != key})
+        mysql_stmt = mysql_insert(table)
+        update = {c: mysql_stmt.inserted[c] for c in rows[0] if c != key}
+        stmt = mysql_stmt.on_duplicate_key_update(update)  # type: ignore[assignment]
     conn.execute(stmt, list(rows))
 
 
@@ -90,15 +96,29 @@ def _starts_with(column: sa.ColumnElement, prefix: str) -> sa.ColumnElement:
 
 
 def _event_row(e: AuditEvent) -> dict[str, Any]:
-    return dict(event_key=e.key, order_id=e.order_id, type=e.type, step=e.step,
-                attempt=e.attempt, payload_json=e.detail, ts=parse_ts(e.ts))
+    return dict(
+        event_key=e.key,
+        order_id=e.order_id,
+        type=e.type,
+        step=e.step,
+        attempt=e.attempt,
+        payload_json=e.detail,
+        ts=parse_ts(e.ts),
+    )
 
 
 def _effect_event(order_id: str, event_type: str, **detail: Any) -> dict[str, Any]:
     """An audit row written in the same transaction as the effect it reports, with a key of
     its own: if an effect were ever applied twice, the trail would show it twice."""
-    return dict(event_key=f"effect:{uuid.uuid4().hex}", order_id=order_id, type=event_type, step=None, attempt=None,
-                payload_json=detail, ts=utcnow())
+    return dict(
+        event_key=f"effect:{uuid.uuid4().hex}",
+        order_id=order_id,
+        type=event_type,
+        step=None,
+        attempt=None,
+        payload_json=detail,
+        ts=utcnow(),
+    )
 
 
 @dataclass
@@ -131,8 +151,9 @@ def _step_record(row: Any) -> StepRecord:
 
 def _payment_row(payment_id: str, order_id: str, status: PaymentState, amount: int) -> dict[str, Any]:
     now = utcnow()
-    return dict(payment_id=payment_id, order_id=order_id, status=status.value, amount=amount,
-                created_at=now, updated_at=now)
+    return dict(
+        payment_id=payment_id, order_id=order_id, status=status.value, amount=amount, created_at=now, updated_at=now
+    )
 
 
 def _states_before(state: OrderState) -> list[str]:
@@ -151,15 +172,20 @@ class Repository:
 
     # -- orders ---------------------------------------------------------------
     def insert_order(
-        self, order_id: str, payment_id: str, items: Iterable[Item], address: str,
+        self,
+        order_id: str,
+        payment_id: str,
+        items: Iterable[Item],
+        address: str,
         state: OrderState = OrderState.RECEIVED,
     ) -> None:
         with self.engine.begin() as conn:
             _insert_ignore(conn, orders, [self.order_row(order_id, payment_id, items, address, state)])
 
     @staticmethod
-    def order_row(order_id: str, payment_id: str, items: Iterable[Item], address: str,
-                  state: OrderState) -> dict[str, Any]:
+    def order_row(
+        order_id: str, payment_id: str, items: Iterable[Item], address: str, state: OrderState
+    ) -> dict[str, Any]:
         now = utcnow()
         return dict(
             id=order_id,
@@ -181,9 +207,7 @@ class Repository:
 
     def mark_validated(self, order_id: str) -> None:
         with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(orders).where(orders.c.id == order_id).values(validated=True, updated_at=utcnow())
-            )
+            conn.execute(sa.update(orders).where(orders.c.id == order_id).values(validated=True, updated_at=utcnow()))
 
     def advance_state(self, order_id: str, state: OrderState, reason: str | None = None) -> bool:
         """Persist ``state`` (the workflow decided it); a late or repeated write changes nothing."""
@@ -196,9 +220,7 @@ class Repository:
         if reason is not None:
             values["reason"] = reason
         result = conn.execute(
-            sa.update(orders)
-            .where(orders.c.id == order_id, orders.c.state.in_(_states_before(state)))
-            .values(**values)
+            sa.update(orders).where(orders.c.id == order_id, orders.c.state.in_(_states_before(state))).values(**values)
         )
         return result.rowcount > 0
 
@@ -214,13 +236,14 @@ class Repository:
     def charge_payment(self, payment_id: str, order_id: str, amount: int) -> int:
         """Charge once per payment id; a repeat of the same charge returns the first amount."""
         with self.engine.begin() as conn:
-            inserted = _insert_ignore(conn, payments, [_payment_row(payment_id, order_id, PaymentState.CHARGED, amount)])
+            inserted = _insert_ignore(
+                conn, payments, [_payment_row(payment_id, order_id, PaymentState.CHARGED, amount)]
+            )
             if inserted:
-                _insert_ignore(conn, events, [_effect_event(order_id, "payment_charged", payment_id=payment_id,
-                                                            amount=amount)])
-            stored = conn.execute(
-                sa.select(payments).where(payments.c.payment_id == payment_id)
-            ).mappings().one()
+                _insert_ignore(
+                    conn, events, [_effect_event(order_id, "payment_charged", payment_id=payment_id, amount=amount)]
+                )
+            stored = conn.execute(sa.select(payments).where(payments.c.payment_id == payment_id)).mappings().one()
         if stored["order_id"] != order_id:
             raise PaymentConflict(f"payment {payment_id} belongs to order {stored['order_id']}")
         if stored["status"] != PaymentState.CHARGED.value:
@@ -253,9 +276,7 @@ class Repository:
                 if refunded:
                     _insert_ignore(conn, events, [_effect_event(order_id, "payment_refunded", payment_id=payment_id)])
                 _insert_ignore(conn, payments, [tombstone])
-                stored = conn.execute(
-                    sa.select(payments).where(payments.c.payment_id == payment_id)
-                ).mappings().one()
+                stored = conn.execute(sa.select(payments).where(payments.c.payment_id == payment_id)).mappings().one()
             if stored["order_id"] != order_id:
                 return PaymentState.NONE  # the id is another order's; nothing of ours was charged
             if stored["status"] != PaymentState.CHARGED.value:
@@ -266,8 +287,12 @@ class Repository:
     def prepare_shipment(self, order_id: str, shipment_no: int, address: str) -> None:
         now = utcnow()
         row = dict(
-            order_id=order_id, shipment_no=shipment_no, status="prepared",
-            address=address, created_at=now, updated_at=now,
+            order_id=order_id,
+            shipment_no=shipment_no,
+            status="prepared",
+            address=address,
+            created_at=now,
+            updated_at=now,
         )
         with self.engine.begin() as conn:
             _insert_ignore(conn, shipments, [row])
@@ -282,8 +307,11 @@ class Repository:
         with self.engine.begin() as conn:
             moved = self._leave_prepared(conn, order_id, shipment_no, status="dispatched", address=address)
             if moved:
-                _insert_ignore(conn, events, [_effect_event(order_id, "shipment_dispatched",
-                                                            shipment_no=shipment_no, address=address)])
+                _insert_ignore(
+                    conn,
+                    events,
+                    [_effect_event(order_id, "shipment_dispatched", shipment_no=shipment_no, address=address)],
+                )
             row = self._shipment(conn, order_id, shipment_no)
         if row is None or row.status != "dispatched":
             raise ShipmentClosed(f"shipment {shipment_no} is {row.status if row else 'not prepared'}")
@@ -300,8 +328,20 @@ class Repository:
         now = utcnow()
         with self.engine.begin() as conn:
             self._leave_prepared(conn, order_id, shipment_no, status=status)
-            _insert_ignore(conn, shipments, [dict(order_id=order_id, shipment_no=shipment_no, status=status,
-                                                  address="", created_at=now, updated_at=now)])
+            _insert_ignore(
+                conn,
+                shipments,
+                [
+                    dict(
+                        order_id=order_id,
+                        shipment_no=shipment_no,
+                        status=status,
+                        address="",
+                        created_at=now,
+                        updated_at=now,
+                    )
+                ],
+            )
             row = self._shipment(conn, order_id, shipment_no)
         return row.status
 
@@ -342,10 +382,25 @@ class Repository:
         now = utcnow()
         with self.engine.begin() as conn:
             if first:
-                _insert_ignore(conn, steps, [dict(step_key=key, order_id=order_id, step=step, status="running",
-                                                  attempts=0, failures=0, created_at=now, updated_at=now)])
+                _insert_ignore(
+                    conn,
+                    steps,
+                    [
+                        dict(
+                            step_key=key,
+                            order_id=order_id,
+                            step=step,
+                            status="running",
+                            attempts=0,
+                            failures=0,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    ],
+                )
             conn.execute(
-                sa.update(steps).where(steps.c.step_key == key, steps.c.status == "running")
+                sa.update(steps)
+                .where(steps.c.step_key == key, steps.c.status == "running")
                 .values(attempts=steps.c.attempts + 1, updated_at=now)
             )
             record = self._step(conn, key)
@@ -355,12 +410,23 @@ class Repository:
         """Write one attempt's audit event; a failed attempt also counts as a failure."""
         with self.engine.begin() as conn:
             if _insert_ignore(conn, events, [_event_row(event)]) and failed:
-                conn.execute(sa.update(steps).where(steps.c.step_key == key)
-                             .values(failures=steps.c.failures + 1, updated_at=utcnow()))
+                conn.execute(
+                    sa.update(steps)
+                    .where(steps.c.step_key == key)
+                    .values(failures=steps.c.failures + 1, updated_at=utcnow())
+                )
 
-    def close_step(self, key: str, status: str, *, result: Any = None, error: str | None = None,
-                   order_state: OrderState | None = None, order_id: str | None = None,
-                   timeout_event: AuditEvent | None = None) -> StepRecord:
+    def close_step(
+        self,
+        key: str,
+        status: str,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        order_state: OrderState | None = None,
+        order_id: str | None = None,
+        timeout_event: AuditEvent | None = None,
+    ) -> StepRecord:
         """Record the step's outcome unless one is recorded already; return the final record.
 
         The first outcome wins (an attempt that succeeded late cannot undo an abandonment,
@@ -370,7 +436,8 @@ class Repository:
         """
         with self.engine.begin() as conn:
             closed = conn.execute(
-                sa.update(steps).where(steps.c.step_key == key, steps.c.status == "running")
+                sa.update(steps)
+                .where(steps.c.step_key == key, steps.c.status == "running")
                 .values(status=status, result_json=result, error=error, updated_at=utcnow())
             ).rowcount
             record = self._step(conn, key)
@@ -378,15 +445,29 @@ class Repository:
                 self._advance(conn, order_id, order_state)
             if closed and timeout_event is not None:
                 prefix = f"step:{key}#"
-                have = {k: (t, p) for k, t, p in conn.execute(
-                    sa.select(events.c.event_key, events.c.type, events.c.payload_json).where(
-                        events.c.order_id == timeout_event.order_id, _starts_with(events.c.event_key, prefix)))}
+                have = {
+                    k: (t, p)
+                    for k, t, p in conn.execute(
+                        sa.select(events.c.event_key, events.c.type, events.c.payload_json).where(
+                            events.c.order_id == timeout_event.order_id, _starts_with(events.c.event_key, prefix)
+                        )
+                    )
+                }
                 last = record.attempts - (1 if status == "succeeded" else 0)
                 missing = [
-                    _event_row(AuditEvent(key=f"{prefix}{n}", order_id=timeout_event.order_id, type="attempt_timed_out",
-                                          ts=timeout_event.ts, step=timeout_event.step, attempt=n,
-                                          detail=timeout_event.detail))
-                    for n in range(1, last + 1) if f"{prefix}{n}" not in have
+                    _event_row(
+                        AuditEvent(
+                            key=f"{prefix}{n}",
+                            order_id=timeout_event.order_id,
+                            type="attempt_timed_out",
+                            ts=timeout_event.ts,
+                            step=timeout_event.step,
+                            attempt=n,
+                            detail=timeout_event.detail,
+                        )
+                    )
+                    for n in range(1, last + 1)
+                    if f"{prefix}{n}" not in have
                 ]
                 _insert_ignore(conn, events, missing)
                 record.attempt_errors = []
@@ -394,17 +475,36 @@ class Repository:
                     type_, payload = have.get(f"{prefix}{n}", ("attempt_timed_out", {}))
                     record.attempt_errors.append(
                         f"{timeout_event.step}: {(payload or {}).get('error') or 'timed out'}"
-                        if type_ != "attempt_timed_out" else f"{timeout_event.step}: attempt {n} timed out")
+                        if type_ != "attempt_timed_out"
+                        else f"{timeout_event.step}: attempt {n} timed out"
+                    )
         return record
 
     def settle_step(self, key: str, order_id: str, step: str) -> StepRecord:
         """Close a step the workflow gave up on (``abandoned``) unless it has an outcome; return it."""
         now = utcnow()
         with self.engine.begin() as conn:
-            _insert_ignore(conn, steps, [dict(step_key=key, order_id=order_id, step=step, status="abandoned",
-                                              attempts=0, failures=0, created_at=now, updated_at=now)])
-            conn.execute(sa.update(steps).where(steps.c.step_key == key, steps.c.status == "running")
-                         .values(status="abandoned", error="abandoned at the order's deadline", updated_at=now))
+            _insert_ignore(
+                conn,
+                steps,
+                [
+                    dict(
+                        step_key=key,
+                        order_id=order_id,
+                        step=step,
+                        status="abandoned",
+                        attempts=0,
+                        failures=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                ],
+            )
+            conn.execute(
+                sa.update(steps)
+                .where(steps.c.step_key == key, steps.c.status == "running")
+                .values(status="abandoned", error="abandoned at the order's deadline", updated_at=now)
+            )
             return self._step(conn, key)
 
     def step_record(self, key: str) -> StepRecord | None:
@@ -417,9 +517,17 @@ class Repository:
         return _step_record(conn.execute(sa.select(steps).where(steps.c.step_key == key)).one())
 
     # -- workflow progress ----------------------------------------------------------------
-    def write_progress(self, order_id: str, batch: Sequence[AuditEvent], *, state: OrderState | None = None,
-                       reason: str | None = None, address: str | None = None, complete_prefix: str | None = None,
-                       order_row: dict[str, Any] | None = None) -> None:
+    def write_progress(
+        self,
+        order_id: str,
+        batch: Sequence[AuditEvent],
+        *,
+        state: OrderState | None = None,
+        reason: str | None = None,
+        address: str | None = None,
+        complete_prefix: str | None = None,
+        order_row: dict[str, Any] | None = None,
+    ) -> None:
         """Persist what a workflow decided, in one transaction.
 
         Workflow events are overwritten by key (a re-run of a discarded task writes its own
@@ -431,18 +539,21 @@ class Repository:
                 _insert_ignore(conn, orders, [order_row])
             if address is not None:  # the final write is the workflow's last word, even on an ended row
                 live = orders.c.state.not_in(TERMINAL) if complete_prefix is None else sa.true()
-                conn.execute(sa.update(orders).where(orders.c.id == order_id, live)
-                             .values(address=address, updated_at=utcnow()))
+                conn.execute(
+                    sa.update(orders).where(orders.c.id == order_id, live).values(address=address, updated_at=utcnow())
+                )
             if state is not None:
                 self._advance(conn, order_id, state, reason)
             _upsert(conn, events, [_event_row(e) for e in batch], "event_key")
             if complete_prefix is not None:
                 keep = [e.key for e in batch if e.key.startswith(complete_prefix)]
-                conn.execute(sa.delete(events).where(
-                    events.c.order_id == order_id,
-                    _starts_with(events.c.event_key, complete_prefix),
-                    events.c.event_key.not_in(keep),
-                ))
+                conn.execute(
+                    sa.delete(events).where(
+                        events.c.order_id == order_id,
+                        _starts_with(events.c.event_key, complete_prefix),
+                        events.c.event_key.not_in(keep),
+                    )
+                )
 
     # -- audit events ---------------------------------------------------------
     def append_events(self, batch: Sequence[AuditEvent]) -> None:
@@ -467,14 +578,13 @@ class Repository:
         """The persisted picture of one order: its row, payments, shipments and latest events."""
         order = self.get_order(order_id)
         with self.engine.connect() as conn:
-            pays = conn.execute(sa.select(payments).where(payments.c.order_id == order_id)).mappings()
-            pays = [dict(r) for r in pays]
-            ships = conn.execute(
-                sa.select(shipments).where(shipments.c.order_id == order_id).order_by(shipments.c.shipment_no)
-            ).mappings()
-            ships = [dict(r) for r in ships]
-            evs = conn.execute(
+            pays = [
+                dict(r) for r in conn.execute(sa.select(payments).where(payments.c.order_id == order_id)).mappings()
+            ]
+            ship_query = sa.select(shipments).where(shipments.c.order_id == order_id).order_by(shipments.c.shipment_no)
+            ships = [dict(r) for r in conn.execute(ship_query).mappings()]
+            event_query = (
                 sa.select(events).where(events.c.order_id == order_id).order_by(events.c.id.desc()).limit(event_limit)
-            ).mappings()
-            evs = [dict(r) for r in evs][::-1]
+            )
+            evs = [dict(r) for r in conn.execute(event_query).mappings()][::-1]
         return {"order": order, "payments": pays, "shipments": ships, "events": evs}

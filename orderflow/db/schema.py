@@ -16,6 +16,7 @@ def Key(length: int = 64) -> sa.types.TypeEngine:
     utf8mb4 collation would make order ``ABC`` and order ``abc`` the same row."""
     return sa.String(length).with_variant(mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"), "mysql")
 
+
 orders = sa.Table(
     "orders",
     metadata,

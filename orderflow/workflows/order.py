@@ -116,13 +116,18 @@ class OrderWorkflow:
         )
 
     async def _lifecycle(self) -> None:
-        self.trail.record("order_started", payment_id=self.req.payment_id, budget_seconds=self.req.budget_seconds,
-                          deadline=self.deadline.isoformat())
+        self.trail.record(
+            "order_started",
+            payment_id=self.req.payment_id,
+            budget_seconds=self.req.budget_seconds,
+            deadline=self.deadline.isoformat(),
+        )
         try:
             await self._step("receive", OrderActivities.receive_order, OrderState.RECEIVED, interruptible=False)
             # A validated order awaits review at once: the step persists that state with its outcome.
-            await self._step("validate", OrderActivities.validate_order, OrderState.VALIDATED,
-                             persist=OrderState.AWAITING_REVIEW)
+            await self._step(
+                "validate", OrderActivities.validate_order, OrderState.VALIDATED, persist=OrderState.AWAITING_REVIEW
+            )
             await self._review()
             self.payment = PaymentState.CHARGING
             await self._step("charge", OrderActivities.charge_payment, OrderState.CHARGED)
@@ -139,8 +144,16 @@ class OrderWorkflow:
             else:
                 await self._abort(OrderState.FAILED, err.reason)
 
-    async def _step(self, step: str, activity, state: OrderState | None, *, interruptible: bool = True,
-                    deadline: bool = True, persist: OrderState | None = None) -> StepResult:
+    async def _step(
+        self,
+        step: str,
+        activity,
+        state: OrderState | None,
+        *,
+        interruptible: bool = True,
+        deadline: bool = True,
+        persist: OrderState | None = None,
+    ) -> StepResult:
         if interruptible and self.cancel_requested:
             raise StepInterrupted(step, f"{step} not started: order is being cancelled")
         result = await self.steps.run(
@@ -303,8 +316,8 @@ class OrderWorkflow:
         if self.closing:  # the final write carries everything from here on
             return
         await self.steps.bookkeeping(
-            ProgressActivities.record_progress, ProgressRecord(order_id=self.req.order_id, events=self.trail.take(),
-                                                               **fields)
+            ProgressActivities.record_progress,
+            ProgressRecord(order_id=self.req.order_id, events=self.trail.take(), **fields),
         )
 
     async def _finish(self, state: OrderState, reason: str | None) -> None:
@@ -312,8 +325,13 @@ class OrderWorkflow:
         self.reason = reason
         self.steps.current = "done"
         elapsed = (workflow.now() - self.started).total_seconds()
-        self.trail.record(f"order_{state.value}", reason=reason, payment=self.payment.value, elapsed_seconds=elapsed,
-                          address=self.address)
+        self.trail.record(
+            f"order_{state.value}",
+            reason=reason,
+            payment=self.payment.value,
+            elapsed_seconds=elapsed,
+            address=self.address,
+        )
 
     async def _close(self) -> None:
         """The final write, once every handler has finished: the order's row, and its workflow
@@ -325,9 +343,16 @@ class OrderWorkflow:
         self.trail.take()
         self.audit_events = await self.steps.bookkeeping(
             ProgressActivities.record_progress,
-            ProgressRecord(order_id=self.req.order_id, events=list(self.trail.events), state=self.state,
-                           reason=self.reason, address=self.address, order=self._request("finish"), complete=True,
-                           workflow_prefix=self.trail.prefix),
+            ProgressRecord(
+                order_id=self.req.order_id,
+                events=list(self.trail.events),
+                state=self.state,
+                reason=self.reason,
+                address=self.address,
+                order=self._request("finish"),
+                complete=True,
+                workflow_prefix=self.trail.prefix,
+            ),
         )
 
     # -- commands: approve, cancel, change the address -----------------------------------
@@ -431,8 +456,10 @@ class OrderWorkflow:
         self._request_cancel(reason)
         await workflow.wait_condition(lambda: self.state.terminal or self.state == OrderState.DISPATCHED)
         if self.state == OrderState.CANCELLED:
-            refunded = {PaymentState.REFUNDED: "; the payment was refunded",
-                        PaymentState.VOIDED: "; nothing had been charged (payment voided)"}
+            refunded = {
+                PaymentState.REFUNDED: "; the payment was refunded",
+                PaymentState.VOIDED: "; nothing had been charged (payment voided)",
+            }
             return "order cancelled" + refunded.get(self.payment, "")
         if self.state in (OrderState.DISPATCHED, OrderState.SHIPPED):
             raise _rejected("the parcel was dispatched before the cancellation took effect")
@@ -451,8 +478,9 @@ class OrderWorkflow:
         await self._change_address(new_address)
         if not shipping:
             return "address updated"
-        await workflow.wait_condition(lambda: self.state.terminal or self.state == OrderState.DISPATCHED
-                                      or self.address != new_address)
+        await workflow.wait_condition(
+            lambda: self.state.terminal or self.state == OrderState.DISPATCHED or self.address != new_address
+        )
         if self.state in (OrderState.DISPATCHED, OrderState.SHIPPED):
             if self.address == new_address:
                 return "address updated; the parcel was dispatched to it"

@@ -34,8 +34,9 @@ class ShippingWorkflow:
     async def run(self, req: ShippingRequest) -> ShippingResult:
         deadline = datetime.fromisoformat(req.deadline)
         try:
-            await self.steps.run(ShippingActivities.prepare_package, self._request("prepare", OrderState.SHIPPING),
-                                 deadline=deadline)
+            await self.steps.run(
+                ShippingActivities.prepare_package, self._request("prepare", OrderState.SHIPPING), deadline=deadline
+            )
             # A step's retries run inside one workflow task, so signals wait for its end. A 1 ms
             # timer ends the task here: an UpdateAddress that arrived while the package was being
             # prepared is applied before the carrier is called (and reaches this shipment).
@@ -44,8 +45,9 @@ class ShippingWorkflow:
             # attempts in the database, so a re-run of this task cannot add five more.
             dispatch = self._request("dispatch", OrderState.DISPATCHED)
             dispatch.max_attempts = req.policy.dispatch_attempts
-            result = await self.steps.run(ShippingActivities.dispatch_carrier, dispatch, deadline=deadline,
-                                          settle=False)
+            result = await self.steps.run(
+                ShippingActivities.dispatch_carrier, dispatch, deadline=deadline, settle=False
+            )
             self.address = result.detail.get("address") or self.address
         except StepError as err:
             settled = await self.steps.settle(self._request("dispatch"), shipment_status="failed")

@@ -29,7 +29,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError, TimeoutError, TimeoutType
 
-from orderflow.models import AuditEvent, SettleRequest, Settled, StepPolicy, StepRequest, StepResult, StepStats
+from orderflow.models import AuditEvent, Settled, SettleRequest, StepPolicy, StepRequest, StepResult, StepStats
 
 with workflow.unsafe.imports_passed_through():
     from orderflow.activities import ProgressActivities
@@ -93,7 +93,7 @@ class AuditTrail:
 
     def take(self) -> list[AuditEvent]:
         """The events not handed to an activity yet."""
-        unsent, self._unsent = self.events[self._unsent:], len(self.events)
+        unsent, self._unsent = self.events[self._unsent :], len(self.events)
         return unsent
 
     def adopt(self, events: list[AuditEvent]) -> None:
@@ -178,8 +178,9 @@ class StepRunner:
         cause = err.cause if isinstance(err, ActivityError) else err
         if isinstance(cause, ApplicationError) and cause.non_retryable:
             stats = cause.details[0] if cause.details else {}
-            self.stats[step] = StepStats(stats.get("attempts", 0), stats.get("failures", 0), stats.get("timeouts", 0),
-                                         "failed")
+            self.stats[step] = StepStats(
+                stats.get("attempts", 0), stats.get("failures", 0), stats.get("timeouts", 0), "failed"
+            )
             for message in stats.get("errors", [])[:-1]:
                 self.error(message)
             message = f"{step}: {cause.message}"
@@ -200,7 +201,8 @@ class StepRunner:
         if interrupted:
             raise StepInterrupted(step, f"{step} stopped: order is being cancelled") from None
         used_up = isinstance(cause, ApplicationError) or (
-            isinstance(cause, TimeoutError) and cause.type != TimeoutType.SCHEDULE_TO_CLOSE)
+            isinstance(cause, TimeoutError) and cause.type != TimeoutType.SCHEDULE_TO_CLOSE
+        )
         if used_up:  # the core used up the step's attempts (the last one failed or timed out)
             last = cause.message if isinstance(cause, ApplicationError) else "timed out"
             message = f"{step} failed {req.max_attempts or ''} times, last: {last}"

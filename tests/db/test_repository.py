@@ -83,8 +83,13 @@ def test_shipments_are_idempotent(repo):
 def test_events_are_appended_once_per_key(repo):
     order_id, _ = fresh_order(repo)
     batch = [
-        AuditEvent(key=f"{order_id}/{n}", order_id=order_id, type="state_changed",
-                   ts="2026-11-25T10:00:00.123456+00:00", detail={"n": n})
+        AuditEvent(
+            key=f"{order_id}/{n}",
+            order_id=order_id,
+            type="state_changed",
+            ts="2026-11-25T10:00:00.123456+00:00",
+            detail={"n": n},
+        )
         for n in range(3)
     ]
     repo.append_events(batch)
@@ -126,16 +131,25 @@ def test_a_step_counts_attempts_and_its_first_outcome_is_final(repo):
     order_id, _ = fresh_order(repo)
     key = _key()
     assert repo.begin_attempt(key, order_id, "charge")[0] == 1
-    event = AuditEvent(key=f"step:{key}#1", order_id=order_id, type="attempt_failed", ts="2026-11-26T00:00:00+00:00",
-                       step="charge", attempt=1, detail={"error": "Forced failure for testing"})
+    event = AuditEvent(
+        key=f"step:{key}#1",
+        order_id=order_id,
+        type="attempt_failed",
+        ts="2026-11-26T00:00:00+00:00",
+        step="charge",
+        attempt=1,
+        detail={"error": "Forced failure for testing"},
+    )
     repo.record_attempt(key, event, failed=True)
     repo.record_attempt(key, event, failed=True)  # the same attempt reported twice counts once
     assert repo.begin_attempt(key, order_id, "charge")[0] == 2
     assert repo.begin_attempt(key, order_id, "charge")[0] == 3
-    timeout = AuditEvent(key="", order_id=order_id, type="attempt_timed_out", ts="2026-11-26T00:00:01+00:00",
-                         step="charge")
-    done = repo.close_step(key, "succeeded", result={"value": 1}, order_state=OrderState.CHARGED, order_id=order_id,
-                           timeout_event=timeout)
+    timeout = AuditEvent(
+        key="", order_id=order_id, type="attempt_timed_out", ts="2026-11-26T00:00:01+00:00", step="charge"
+    )
+    done = repo.close_step(
+        key, "succeeded", result={"value": 1}, order_state=OrderState.CHARGED, order_id=order_id, timeout_event=timeout
+    )
     assert (done.status, done.attempts, done.failures, done.timeouts) == ("succeeded", 3, 1, 1)
     assert done.attempt_errors == ["charge: Forced failure for testing", "charge: attempt 2 timed out"]
     assert repo.get_order(order_id)["state"] == "charged"
@@ -165,14 +179,24 @@ def test_the_final_progress_write_leaves_exactly_the_committed_events(repo):
     prefix = f"wf:order-{order_id}/run-1/"
 
     def batch(types):
-        return [AuditEvent(key=f"{prefix}{n}", order_id=order_id, type=t, ts="2026-11-26T00:00:00+00:00")
-                for n, t in enumerate(types, 1)]
+        return [
+            AuditEvent(key=f"{prefix}{n}", order_id=order_id, type=t, ts="2026-11-26T00:00:00+00:00")
+            for n, t in enumerate(types, 1)
+        ]
 
     repo.write_progress(order_id, batch(["order_started", "step_abandoned", "compensation_started", "order_failed"]))
-    repo.write_progress(order_id, batch(["order_started", "state_changed", "order_shipped"]), state=OrderState.SHIPPED,
-                        address="new", complete_prefix=prefix)
-    assert [e["type"] for e in repo.order_view(order_id)["events"]] == ["order_started", "state_changed",
-                                                                         "order_shipped"]
+    repo.write_progress(
+        order_id,
+        batch(["order_started", "state_changed", "order_shipped"]),
+        state=OrderState.SHIPPED,
+        address="new",
+        complete_prefix=prefix,
+    )
+    assert [e["type"] for e in repo.order_view(order_id)["events"]] == [
+        "order_started",
+        "state_changed",
+        "order_shipped",
+    ]
     assert (repo.get_order(order_id)["state"], repo.get_order(order_id)["address"]) == ("shipped", "new")
 
 
@@ -214,14 +238,14 @@ def test_a_refund_racing_a_late_charge_never_leaves_it_charged_on_mysql(mysql_ur
             order_id, payment_id = fresh_order(repo)
             barrier = Barrier(2)
 
-            def charge():
+            def charge(payment_id=payment_id, order_id=order_id, barrier=barrier):
                 barrier.wait()
                 try:
                     repo.charge_payment(payment_id, order_id, 1)
                 except PaymentClosed:
                     pass
 
-            def refund():
+            def refund(payment_id=payment_id, order_id=order_id, barrier=barrier):
                 barrier.wait()
                 return repo.refund_payment(payment_id, order_id)
 

@@ -50,8 +50,12 @@ def upgrade() -> None:
     op.create_index("ix_steps_order_id", "steps", ["order_id"])
     if op.get_bind().dialect.name == "mysql":
         for table, column, length, nullable in ID_COLUMNS:
-            op.alter_column(table, column, existing_nullable=nullable,
-                            type_=mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"))
+            op.alter_column(
+                table,
+                column,
+                existing_nullable=nullable,
+                type_=mysql.VARCHAR(length, charset="utf8mb4", collation="utf8mb4_bin"),
+            )
     else:  # SQLite compares text byte for byte already; only the longer event key is new
         with op.batch_alter_table("events") as batch:
             batch.alter_column("event_key", existing_nullable=False, type_=sa.String(255))
