@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import Client
 from temporalio.exceptions import TemporalError
 
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow import metrics
 from orderflow.admission import Admission, Overloaded
 from orderflow.config import Settings
@@ -33,7 +33,7 @@ from orderflow.db.repository import Repository
 from orderflow.errors import InvalidOrder, OrderNotFound
 from orderflow.models import Item, OrderState
 
-ID_REGEX = orders.ID_PATTERN.pattern
+ID_REGEX = order_client.ID_PATTERN.pattern
 COMMAND_TIMEOUT = 25.0  # accepted within 10 s (client.ACCEPT_TIMEOUT), then the outcome, inside the order's budget
 # Longer than the SDK's own retries of an unreachable server (about 10 s, measured), so a
 # start against a Temporal that is down ends as an unambiguous "not started" 503.
@@ -117,7 +117,7 @@ async def temporal(request: Request) -> Client:
     state = request.app.state
     if state.client is None:
         try:
-            state.client = await asyncio.wait_for(orders.connect(state.settings), 5)
+            state.client = await asyncio.wait_for(order_client.connect(state.settings), 5)
         except Exception as err:
             raise HTTPException(503, f"Temporal is unreachable at {state.settings.temporal_address}: {err}") from err
     return state.client
@@ -164,7 +164,7 @@ async def start(
 ) -> Started:
     body = body or StartBody()
     items = [Item(sku=i.sku, qty=i.qty) for i in body.items] if body.items is not None else None
-    req = orders.new_order(order_id, payment_id, items=items, address=body.address)
+    req = order_client.new_order(order_id, payment_id, items=items, address=body.address)
     handle = await admit_and_start(client, db, request.app.state.admission, req, request.app.state.settings)
     metrics.ORDERS_STARTED.inc()
     return Started(order_id=order_id, workflow_id=handle.id, run_id=handle.result_run_id)
@@ -174,14 +174,14 @@ async def start(
     "/{order_id}/signals/approve", status_code=202, response_model=Accepted, responses={404: {}, 409: {}}
 )
 async def approve(order_id: OrderId, client: TemporalClient) -> Accepted:
-    return Accepted(order_id=order_id, result=await command(orders.approve(client, order_id), order_id))
+    return Accepted(order_id=order_id, result=await command(order_client.approve(client, order_id), order_id))
 
 
 @orders_router.get("/{order_id}/review", response_model=Review, responses={404: {}, 409: {}, 504: {}})
 async def review(order_id: OrderId, client: TemporalClient) -> Review:
     """A reviewer's long poll: answers once the order awaits review (approve it now) or has
     moved past it (approved, cancelled, ended), within the order's budget."""
-    state = await command(orders.wait_for_review(client, order_id), order_id)
+    state = await command(order_client.wait_for_review(client, order_id), order_id)
     return Review(order_id=order_id, state=state.value, awaiting_review=state == OrderState.AWAITING_REVIEW)
 
 
@@ -191,7 +191,7 @@ async def review(order_id: OrderId, client: TemporalClient) -> Review:
 async def cancel(order_id: OrderId, client: TemporalClient, body: CancelBody | None = None) -> Accepted:
     """Answers once the outcome is known: cancelled (and refunded), or 409 if the parcel left first."""
     reason = body.reason if body else ""
-    return Accepted(order_id=order_id, result=await command(orders.cancel(client, order_id, reason), order_id))
+    return Accepted(order_id=order_id, result=await command(order_client.cancel(client, order_id, reason), order_id))
 
 
 @orders_router.post(
@@ -200,7 +200,7 @@ async def cancel(order_id: OrderId, client: TemporalClient, body: CancelBody | N
 async def update_address(order_id: OrderId, body: AddressBody, client: TemporalClient) -> Accepted:
     """Before shipping: adopted at once. During shipping: answers once the parcel was dispatched to
     the new address, or 409 if it went to the old one first."""
-    result = await command(orders.update_address(client, order_id, body.new_address), order_id)
+    result = await command(order_client.update_address(client, order_id, body.new_address), order_id)
     return Accepted(order_id=order_id, result=result)
 
 
@@ -297,14 +297,14 @@ def http_error(err: Exception, order_id: str) -> HTTPException:
         return err
     if isinstance(err, OrderNotFound):
         return HTTPException(404, str(err))
-    if isinstance(err, orders.Rejected):  # incl. CommandFailed: the workflow's own message
+    if isinstance(err, order_client.Rejected):  # incl. CommandFailed: the workflow's own message
         return HTTPException(409, f"order {order_id}: {err}")
-    if isinstance(err, (orders.NoAnswer, asyncio.TimeoutError)):
+    if isinstance(err, (order_client.NoAnswer, asyncio.TimeoutError)):
         return HTTPException(504, str(err) or "the order's workers did not answer in time; is a worker running?")
-    if isinstance(err, orders.TemporalUnavailable):
+    if isinstance(err, order_client.TemporalUnavailable):
         return HTTPException(503, str(err))
     if isinstance(err, TemporalError):  # anything else from the SDK (incl. a raw RPCError)
-        return HTTPException(503, str(orders.temporal_error(err, f"order {order_id}")))
+        return HTTPException(503, str(order_client.temporal_error(err, f"order {order_id}")))
     raise err  # not a Temporal or order error: a bug, let the 500 handler log it
 
 
@@ -324,7 +324,7 @@ async def admit_and_start(client: Client, db: Repository, admission: Admission, 
     (too many orders in flight), 409 (the id was used).
     """
     try:
-        orders.check_order(req)
+        order_client.check_order(req)
     except InvalidOrder as err:
         raise HTTPException(422, str(err)) from err
     if not await asyncio.to_thread(db.ping):
@@ -334,11 +334,11 @@ async def admit_and_start(client: Client, db: Repository, admission: Admission, 
     except Overloaded as err:
         metrics.ORDERS_REFUSED.inc()
         raise HTTPException(429, str(err), headers={"Retry-After": str(err.retry_after)}) from err
-    except orders.TemporalUnavailable as err:
+    except order_client.TemporalUnavailable as err:
         raise HTTPException(503, str(err)) from err
     try:
-        return await asyncio.wait_for(orders.start_order(client, req, settings), START_TIMEOUT)
-    except orders.OrderExists as err:
+        return await asyncio.wait_for(order_client.start_order(client, req, settings), START_TIMEOUT)
+    except order_client.OrderExists as err:
         admission.release(ticket)
         raise HTTPException(409, str(err)) from err
     except asyncio.TimeoutError as err:  # the start may or may not have reached Temporal
@@ -347,7 +347,7 @@ async def admit_and_start(client: Client, db: Repository, admission: Admission, 
             f"Temporal did not confirm the start within {START_TIMEOUT:g} s; repeat the "
             "same request: 409 means the order was started",
         ) from err
-    except (orders.TemporalUnavailable, orders.NoAnswer, TemporalError) as err:
+    except (order_client.TemporalUnavailable, order_client.NoAnswer, TemporalError) as err:
         admission.release(ticket)
         raise http_error(err, req.order_id) from err
 
@@ -361,8 +361,8 @@ async def order_status(client: Client, db: Repository, order_id: str) -> OrderSt
     Only Temporal itself being unreachable or silent is a 503/504.
     """
     try:
-        answer = await asyncio.wait_for(orders.order_status(client, order_id), COMMAND_TIMEOUT)
-    except orders.StatusUnavailable as err:
+        answer = await asyncio.wait_for(order_client.order_status(client, order_id), COMMAND_TIMEOUT)
+    except order_client.StatusUnavailable as err:
         persisted = await _persisted(db, order_id)
         if persisted is None:
             raise HTTPException(

@@ -25,7 +25,7 @@ import psutil
 from tqdm import tqdm
 
 from orderflow import audit
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
 from orderflow.devstack import ProcessStack, free_port
@@ -161,18 +161,20 @@ async def run(
     stop = asyncio.Event()
     # Worker processes as `orderflow worker` runs them; no API in this mode.
     async with ProcessStack(settings, fast_timers=fast_timers) as stack:
-        client = await orders.connect(settings)
+        client = await order_client.connect(settings)
         sampler = asyncio.create_task(sample_rss(stack, peaks, stop))
         bar = tqdm(total=n, desc=label, unit="order", disable=not progress)
         requests = [
             replace(
-                orders.new_order(f"bench-{suffix}-{i}", f"pay-bench-{suffix}-{i}"), policy=policy, budget_seconds=budget
+                order_client.new_order(f"bench-{suffix}-{i}", f"pay-bench-{suffix}-{i}"),
+                policy=policy,
+                budget_seconds=budget,
             )
             for i in range(n)
         ]
         cpu_before, driver_before = stack.cpu_seconds(), driver_cpu()
         began = time.monotonic()
-        placed = await orders.place_orders(
+        placed = await order_client.place_orders(
             client, requests, settings, concurrency=concurrency, on_done=lambda _: bar.update()
         )
         runs = [OrderRun(p.order_id, p.state, p.seconds, p.client_seconds) for p in placed]

@@ -29,7 +29,7 @@ from temporalio.worker import Replayer
 from tqdm import tqdm
 
 from orderflow import audit
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow.bench import PROCESS_LABELS, bench_settings, cpu_delta, driver_cpu, percentile, sample_rss
 from orderflow.db.repository import Repository
 from orderflow.devstack import ProcessStack, free_port
@@ -109,7 +109,7 @@ async def _customer_and_reviewer(
         answer = await tally.call(http.get(f"/orders/{order.order_id}/review"))
         if answer is not None and answer.status_code == 200 and answer.json()["awaiting_review"]:
             await tally.call(http.post(f"/orders/{order.order_id}/signals/approve"))
-        handle = orders.order_handle(client, order.order_id)
+        handle = order_client.order_handle(client, order.order_id)
         try:  # the measurement, not the user: Temporal says when and how the order ended
             order.state = (await handle.result()).state.value
         except Exception:  # noqa: BLE001 - a failed or terminated workflow is an outcome to count
@@ -122,7 +122,7 @@ async def _customer_and_reviewer(
 
 async def histories_of(client: Client, stack: ProcessStack, admitted: list[str]) -> list[WorkflowHistory]:
     """Every order's history and every shipment's (the children, found by their task queue)."""
-    found = [await orders.order_handle(client, order_id).fetch_history() for order_id in admitted]
+    found = [await order_client.order_handle(client, order_id).fetch_history() for order_id in admitted]
     query = f"TaskQueue='{stack.settings.shipping_task_queue}'"
     async for execution in client.list_workflows(query):
         found.append(await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history())
@@ -171,7 +171,7 @@ async def run_api(
         for stale in workdir.glob("temporal.db*"):
             stale.unlink()
         async with ProcessStack(settings, state_dir=workdir, api_port=free_port(), logs=log) as stack:
-            client = await orders.connect(settings)
+            client = await order_client.connect(settings)
             sampler = asyncio.create_task(sample_rss(stack, peaks, stop))
             bar = tqdm(total=offered, desc=f"{rate:g}/s over HTTP", unit="order", disable=not progress)
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)

@@ -37,7 +37,7 @@ from temporalio.service import RetryConfig, RPCError
 from temporalio.worker import Worker
 
 from orderflow import audit
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow.activities import OrderActivities
 from orderflow.config import Settings
 from orderflow.db import migrate
@@ -225,10 +225,12 @@ class KernelStack:
 
     async def start_order(self, order_id: str, payment_id: str, **kw) -> WorkflowHandle:
         self.check_running()
-        return await orders.start_order(self.client, orders.new_order(order_id, payment_id, **kw), self.settings)
+        return await order_client.start_order(
+            self.client, order_client.new_order(order_id, payment_id, **kw), self.settings
+        )
 
     async def status(self, order_id: str) -> OrderStatus:
-        return await orders.status(self.client, order_id)
+        return await order_client.status(self.client, order_id)
 
     async def wait_for(
         self, order_id: str, target: str | Callable[[OrderStatus], bool] = "terminal", timeout: float = 20.0
@@ -324,7 +326,9 @@ async def _check_temporal(settings: Settings) -> None:
     try:
         async with asyncio.timeout(5):
             await Client.connect(
-                **settings.client_connect_config(), runtime=orders.runtime(), retry_config=RetryConfig(max_retries=0)
+                **settings.client_connect_config(),
+                runtime=order_client.runtime(),
+                retry_config=RetryConfig(max_retries=0),
             )
     except (TimeoutError, RuntimeError, RPCError) as err:
         detail = " ".join(str(err).split())[:160] or "no answer within 5 s"
@@ -370,7 +374,7 @@ async def start_stack(temporal_address: str | None = None) -> KernelStack:
             shipping_task_queue=f"{base.shipping_task_queue}-nb-{tag}",
         )
         migrate.upgrade(settings.db_url)
-        client = await orders.connect(settings)
+        client = await order_client.connect(settings)
     except BaseException:
         if server:
             server.stop()
@@ -416,9 +420,11 @@ async def run_batch(
 
     stack.check_running()
     tag = os.urandom(2).hex()
-    requests = [orders.new_order(f"{prefix}-{tag}-{i}", f"pay-{prefix}-{tag}-{i}", **order_fields) for i in range(n)]
+    requests = [
+        order_client.new_order(f"{prefix}-{tag}-{i}", f"pay-{prefix}-{tag}-{i}", **order_fields) for i in range(n)
+    ]
     bar = tqdm(total=n, desc=prefix, disable=not progress)
-    placed = await orders.place_orders(
+    placed = await order_client.place_orders(
         stack.client, requests, stack.settings, concurrency=concurrency, approve=approve, on_done=lambda _: bar.update()
     )
     bar.close()
@@ -601,15 +607,17 @@ class OrderConsole:
         self._busy: set[str] = set()
         self._notes: list[str] = []
         self.start.on_click(lambda _: self._command("Start", self._start))
-        self.approve.on_click(lambda _: self._command("Approve", lambda: orders.approve(stack.client, self.current_id)))
+        self.approve.on_click(
+            lambda _: self._command("Approve", lambda: order_client.approve(stack.client, self.current_id))
+        )
         self.cancel.on_click(
             lambda _: self._command(
-                "Cancel", lambda: orders.cancel(stack.client, self.current_id, "cancelled from the console")
+                "Cancel", lambda: order_client.cancel(stack.client, self.current_id, "cancelled from the console")
             )
         )
         self.update_address.on_click(
             lambda _: self._command(
-                "Update address", lambda: orders.update_address(stack.client, self.current_id, self.address.value)
+                "Update address", lambda: order_client.update_address(stack.client, self.current_id, self.address.value)
             )
         )
         self.order_id.observe(self._order_id_changed, names="value")
@@ -637,7 +645,7 @@ class OrderConsole:
 
     @property
     def workflow_id(self) -> str:
-        return orders.order_workflow_id(self.current_id)
+        return order_client.order_workflow_id(self.current_id)
 
     @property
     def started(self) -> bool:
@@ -704,8 +712,8 @@ class OrderConsole:
                 self.stack.check_running()
                 text = await command()
                 self.replies.append(Reply(label, order_id, True, text))
-            except (orders.Rejected, orders.OrderExists, OrderflowError) as err:
-                refused = isinstance(err, (orders.Rejected, orders.OrderExists))
+            except (order_client.Rejected, order_client.OrderExists, OrderflowError) as err:
+                refused = isinstance(err, (order_client.Rejected, order_client.OrderExists))
                 self.replies.append(Reply(label, order_id, False, str(err), refused=refused))
             except WorkflowUpdateFailedError as err:
                 cause = err.cause
@@ -721,8 +729,8 @@ class OrderConsole:
 
     async def _start(self) -> str:
         order_id = self.order_id.value.strip()
-        req = orders.new_order(order_id, self.payment_id.value.strip(), address=self.address.value)
-        handle = await orders.start_order(self.stack.client, req, self.stack.settings)
+        req = order_client.new_order(order_id, self.payment_id.value.strip(), address=self.address.value)
+        handle = await order_client.start_order(self.stack.client, req, self.stack.settings)
         self.handle, self.request, self.status, self.result = handle, req, None, None
         self._refresher = asyncio.ensure_future(self._refresh_until_done())
         return f"started {handle.id} (payment id {req.payment_id})"
@@ -767,7 +775,7 @@ class OrderConsole:
     async def refresh(self) -> OrderStatus | None:
         if self.handle is not None and not self.stack.stopped:
             try:
-                self.status = await orders.status(self.stack.client, self.current_id)
+                self.status = await order_client.status(self.stack.client, self.current_id)
             except Exception as err:  # noqa: BLE001 - shown in the panel, the loop goes on
                 self._notes = [f"status query failed: {type(err).__name__}: {err}"]
             if self.status is not None and self.status.terminal and self.result is None:

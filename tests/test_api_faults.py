@@ -19,7 +19,7 @@ from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeou
 from temporalio.exceptions import ApplicationError, CancelledError, TemporalError
 from temporalio.service import RPCError, RPCStatusCode
 
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow.admission import Admission
 from orderflow.api import http_error
 from orderflow.config import Settings
@@ -87,7 +87,7 @@ def awaiting_review(body: dict) -> bool:
 
 async def assert_never_started(client, settings: Settings, order_id: str) -> None:
     with pytest.raises(OrderNotFound):
-        await orders.describe(client, order_id)
+        await order_client.describe(client, order_id)
     repo = Repository.from_url(settings.db_url)
     try:
         with pytest.raises(OrderNotFound):
@@ -133,7 +133,7 @@ async def test_over_the_limit_a_start_is_a_429_with_retry_after_and_nothing_is_s
             await assert_never_started(client, settings, elsewhere)
 
             # When an order ends, its place is free again.
-            await orders.order_handle(client, first).terminate("test: free a place")
+            await order_client.order_handle(client, first).terminate("test: free a place")
             end = time.monotonic() + 10
             while True:
                 later = new_id()
@@ -143,7 +143,7 @@ async def test_over_the_limit_a_start_is_a_429_with_retry_after_and_nothing_is_s
                 assert answer.status_code == 429 and time.monotonic() < end, answer.text
                 await asyncio.sleep(0.3)
             for order_id in (second, later):
-                await orders.order_handle(client, order_id).terminate("test cleanup")
+                await order_client.order_handle(client, order_id).terminate("test cleanup")
 
 
 async def test_admission_reserves_places_before_the_count_catches_up(client, dev_server):
@@ -190,7 +190,7 @@ async def test_status_of_an_existing_order_is_never_a_5xx_when_its_workers_are_g
             async def query_the_ended_order() -> str:
                 """The old way, a status() query: nobody is left to replay the history and answer."""
                 try:
-                    await asyncio.wait_for(orders.status(client, ended), 6)
+                    await asyncio.wait_for(order_client.status(client, ended), 6)
                     return "answered"
                 except (asyncio.TimeoutError, TemporalError, OrderflowError) as err:
                     return type(err).__name__
@@ -222,8 +222,8 @@ async def test_status_of_an_existing_order_is_never_a_5xx_when_its_workers_are_g
     # A command nobody can answer: 504, not a 500.
     assert command.status_code == 504 and command.json()["error"], command.text
     assert took < 15
-    await orders.order_handle(client, waiting).terminate("test cleanup")
-    await orders.order_handle(client, never).terminate("test cleanup")
+    await order_client.order_handle(client, waiting).terminate("test cleanup")
+    await order_client.order_handle(client, never).terminate("test cleanup")
 
 
 # -- Temporal or the database unreachable -------------------------------------------------
@@ -259,7 +259,7 @@ async def test_with_temporal_down_start_is_a_503_and_nothing_is_started(tmp_path
 
                 server.start()
                 await server.wait_ready()
-                client = await orders.connect(settings)
+                client = await order_client.connect(settings)
                 await assert_never_started(client, settings, refused)
                 # The API recovers by itself once Temporal is back.
                 end = time.monotonic() + 30
@@ -269,7 +269,7 @@ async def test_with_temporal_down_start_is_a_503_and_nothing_is_started(tmp_path
                     assert answer.status_code == 503 and time.monotonic() < end, answer.text
                     await asyncio.sleep(0.5)
                 for order_id in (running, refused):
-                    await orders.order_handle(client, order_id).terminate("test cleanup")
+                    await order_client.order_handle(client, order_id).terminate("test cleanup")
     finally:
         server.stop()
 
@@ -292,7 +292,7 @@ async def test_with_the_database_down_start_is_a_503_and_nothing_is_started(clie
             answer = await http.post(f"/orders/{order_id}/start", params={"payment_id": "p-" + order_id})
             assert answer.status_code == 503 and "database is unreachable" in answer.json()["error"], answer.text
     with pytest.raises(OrderNotFound):
-        await orders.describe(client, order_id)
+        await order_client.describe(client, order_id)
 
 
 # -- every Temporal error class has an answer ---------------------------------------------
@@ -322,7 +322,7 @@ async def test_with_the_database_down_start_is_a_503_and_nothing_is_started(clie
 )
 def test_every_temporal_error_maps_to_a_4xx_503_or_504(error, code, text):
     """A focused unit test of the mapping (the exceptions are built here, not provoked)."""
-    mapped = orders.temporal_error(error, "approve") if isinstance(error, TemporalError) else error
+    mapped = order_client.temporal_error(error, "approve") if isinstance(error, TemporalError) else error
     answer = http_error(mapped, "42")
     assert answer.status_code == code and text in answer.detail
 

@@ -4,7 +4,7 @@ one, and the order finishes as if nothing happened: no lost step, no second char
 import asyncio
 
 from orderflow import audit
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow.config import Settings
 from orderflow.db import migrate
 from orderflow.db.repository import Repository
@@ -27,10 +27,10 @@ async def test_an_order_survives_its_worker_being_killed(client, dev_server, tmp
     second = None
     try:
         order_id = new_id("crash")
-        handle = await orders.start_order(client, orders.new_order(order_id, f"pay-{order_id}"), settings)
-        assert await orders.approve_when_ready(handle)
+        handle = await order_client.start_order(client, order_client.new_order(order_id, f"pay-{order_id}"), settings)
+        assert await order_client.approve_when_ready(handle)
         async with asyncio.timeout(15):
-            while (await orders.status(client, order_id)).payment != PaymentState.CHARGED:
+            while (await order_client.status(client, order_id)).payment != PaymentState.CHARGED:
                 await asyncio.sleep(0.02)
         first.kill()  # no shutdown, no cleanup: the process just vanishes
         first.wait()

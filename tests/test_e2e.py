@@ -6,7 +6,7 @@ Nothing here controls flaky_call: a third of attempts fail and a third hang.
 import pytest
 
 from orderflow import audit
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow.models import OrderState
 from tests.helpers import new_id
 
@@ -14,8 +14,10 @@ BUDGET = 15.0
 
 
 async def run_orders(stack, count: int, concurrency: int) -> dict[str, tuple]:
-    requests = [orders.new_order(order_id, f"pay-{order_id}") for order_id in (new_id(f"e2e{n}") for n in range(count))]
-    placed = await orders.place_orders(stack.client, requests, stack.settings, concurrency=concurrency)
+    requests = [
+        order_client.new_order(order_id, f"pay-{order_id}") for order_id in (new_id(f"e2e{n}") for n in range(count))
+    ]
+    placed = await order_client.place_orders(stack.client, requests, stack.settings, concurrency=concurrency)
     return {p.order_id: (p.result, p.seconds) for p in placed}
 
 

@@ -17,7 +17,7 @@ from temporalio import workflow
 from temporalio.service import RPCError
 
 from orderflow import audit
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow.models import OrderState, PaymentState, Signal
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 from tests.helpers import new_id
@@ -64,7 +64,9 @@ async def discard_once(monkeypatch):
 
 async def start(stack, prefix: str, **kw):
     order_id = new_id(prefix)
-    handle = await orders.start_order(stack.client, orders.new_order(order_id, f"pay-{order_id}", **kw), stack.settings)
+    handle = await order_client.start_order(
+        stack.client, order_client.new_order(order_id, f"pay-{order_id}", **kw), stack.settings
+    )
     return order_id, handle
 
 
@@ -79,13 +81,13 @@ async def test_a_discarded_exhausted_dispatch_stays_failed(stack, scripted, disc
     scripted.set(DispatchCarrier=[FAIL] * 5)  # then every draw succeeds: a re-run would dispatch
     fired = discard_once(ShippingWorkflow, "_result")
     order_id, handle = await start(stack, "exhausted")
-    assert await orders.approve_when_ready(handle)
+    assert await order_client.approve_when_ready(handle)
     result = await handle.result()
     assert f"{handle.id}-shipping-1" in fired
     assert (result.state, result.shipping_attempts) == (OrderState.SHIPPED, 2)
     view = stack.repo.order_view(order_id)
     assert [(s["shipment_no"], s["status"]) for s in view["shipments"]] == [(1, "failed"), (2, "dispatched")]
-    status = await orders.status(stack.client, order_id)
+    status = await order_client.status(stack.client, order_id)
     assert len(status.dispatch_failures) == 1
     await agree(stack, order_id)
 
@@ -101,7 +103,7 @@ async def test_an_address_change_during_a_discarded_dispatch_task_converges(stac
 
     fired = discard_once(ShippingWorkflow, "_result", before=change_address)
     order_id, handle = await start(stack, "moved", address="1 Old Road")
-    assert await orders.approve_when_ready(handle)
+    assert await order_client.approve_when_ready(handle)
     result = await handle.result()
     assert fired
     assert result.state == OrderState.SHIPPED
@@ -122,7 +124,7 @@ async def test_the_trail_holds_the_committed_run_not_the_discarded_task(stack, s
 
     fired = discard_once(OrderWorkflow, "_finish", before=late_cancel)
     order_id, handle = await start(stack, "trail")
-    assert await orders.approve_when_ready(handle)
+    assert await order_client.approve_when_ready(handle)
     result = await handle.result()
     assert fired and result.state == OrderState.SHIPPED
     trail = [
@@ -141,10 +143,10 @@ async def test_a_cancel_racing_the_approval_answers_with_the_truth(stack, script
     answers = []
     for _ in range(6):
         order_id, handle = await start(stack, "race")
-        await orders.approve_when_ready(handle)
+        await order_client.approve_when_ready(handle)
         try:
-            answer = await orders.cancel(stack.client, order_id, "race")
-        except orders.Rejected as err:
+            answer = await order_client.cancel(stack.client, order_id, "race")
+        except order_client.Rejected as err:
             answer = f"rejected: {err}"
         result = await handle.result()
         if answer.startswith("order cancelled"):
@@ -160,11 +162,11 @@ async def test_without_a_shipping_worker_the_order_fails_in_time_and_is_refunded
     the parent settles the shipment itself, refunds, and ends inside the budget."""
     scripted.set()
     order_id = new_id("noworker")
-    req = orders.new_order(order_id, f"pay-{order_id}", budget_seconds=7)
+    req = order_client.new_order(order_id, f"pay-{order_id}", budget_seconds=7)
     req.shipping_task_queue = "nobody-polls-this-queue"
     settings = stack.settings.__class__(**{**stack.settings.__dict__, "shipping_task_queue": req.shipping_task_queue})
-    handle = await orders.start_order(stack.client, req, settings)
-    assert await orders.approve_when_ready(handle)
+    handle = await order_client.start_order(stack.client, req, settings)
+    assert await order_client.approve_when_ready(handle)
     result = await handle.result()
     assert (result.state, result.payment) == (OrderState.FAILED, PaymentState.REFUNDED)
     assert "no shipping worker" in result.reason
@@ -175,14 +177,14 @@ async def test_without_a_shipping_worker_the_order_fails_in_time_and_is_refunded
 async def test_a_cancel_does_not_wait_for_an_absent_child(stack, scripted):
     scripted.set()
     order_id = new_id("noworkercancel")
-    req = orders.new_order(order_id, f"pay-{order_id}", budget_seconds=7)
+    req = order_client.new_order(order_id, f"pay-{order_id}", budget_seconds=7)
     settings = stack.settings.__class__(**{**stack.settings.__dict__, "shipping_task_queue": "nobody-polls-either"})
-    handle = await orders.start_order(stack.client, req, settings)
-    assert await orders.approve_when_ready(handle)
+    handle = await order_client.start_order(stack.client, req, settings)
+    assert await order_client.approve_when_ready(handle)
     async with asyncio.timeout(5):
-        while (await orders.status(stack.client, order_id)).state != OrderState.SHIPPING:
+        while (await order_client.status(stack.client, order_id)).state != OrderState.SHIPPING:
             await asyncio.sleep(0.05)
-    answer = await asyncio.wait_for(orders.cancel(stack.client, order_id, "no rush"), 4)
+    answer = await asyncio.wait_for(order_client.cancel(stack.client, order_id, "no rush"), 4)
     assert answer == "order cancelled; the payment was refunded"
     result = await handle.result()
     assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.REFUNDED)
@@ -196,7 +198,7 @@ async def test_a_late_address_signal_never_fails_the_order(stack, scripted):
     ids = []
     for n in range(4):
         order_id, handle = await start(stack, "latesig", address="a")
-        assert await orders.approve_when_ready(handle)
+        assert await order_client.approve_when_ready(handle)
         for k in range(30):
             try:
                 await handle.signal(Signal.UPDATE_ADDRESS, f"street {n}-{k}")

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow.devstack import installed_binary
 from orderflow.models import OrderState, PaymentState, StepPolicy
 from tests.helpers import new_id, running_stack
@@ -25,7 +25,9 @@ async def test_an_unapproved_order_is_cancelled_at_the_default_review_deadline(s
     """Budget 15 s, refund reserve 3 s, post-review reserve 3 s: review closes 9 s after the start."""
     async with running_stack(skipping_env.client, "time-skipping", sqlite_url, "skip") as stack:
         order_id = new_id("deadline")
-        handle = await orders.start_order(stack.client, orders.new_order(order_id, f"pay-{order_id}"), stack.settings)
+        handle = await order_client.start_order(
+            stack.client, order_client.new_order(order_id, f"pay-{order_id}"), stack.settings
+        )
         result = await handle.result()  # the test server skips time while the workflow only waits
     policy = StepPolicy()
     review_closes = 15 - policy.refund_reserve_seconds - policy.post_review_reserve_seconds

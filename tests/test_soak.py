@@ -18,7 +18,7 @@ from collections import Counter
 import httpx
 
 from orderflow import audit
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow.bench_api import histories_of, replay_histories
 from orderflow.config import Settings
 from orderflow.devstack import ProcessStack, free_port
@@ -119,7 +119,7 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
         timeline.append(f"{time.monotonic() - began:.1f} s: Temporal server back")
 
     async with stack:
-        client = await orders.connect(settings)
+        client = await order_client.connect(settings)
         async with httpx.AsyncClient(base_url=stack.api_url, timeout=30) as http:
             began = time.monotonic()
             fault_task = asyncio.create_task(faults(began))
@@ -127,7 +127,7 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
             await fault_task
         seconds = {}
         for order_id in ids:  # every order ends (a killed worker or a restart may delay it)
-            handle = orders.order_handle(client, order_id)
+            handle = order_client.order_handle(client, order_id)
             await asyncio.wait_for(handle.result(), 60)
             desc = await handle.describe()
             seconds[order_id] = (desc.close_time - desc.start_time).total_seconds()

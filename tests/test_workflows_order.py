@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
-from orderflow import client as orders
+from orderflow import client as order_client
 from orderflow.errors import InvalidOrder
 from orderflow.models import Item, OrderState, PaymentState, Signal
 from tests.helpers import new_id, save_history
@@ -21,8 +21,8 @@ FAIL, HANG = 0.1, 0.5
 
 async def start(stack, prefix: str, **kw):
     order_id = new_id(prefix)
-    req = orders.new_order(order_id, f"pay-{order_id}", **kw)
-    handle = await orders.start_order(stack.client, req, stack.settings)
+    req = order_client.new_order(order_id, f"pay-{order_id}", **kw)
+    handle = await order_client.start_order(stack.client, req, stack.settings)
     return order_id, handle
 
 
@@ -30,7 +30,7 @@ async def wait_for(stack, order_id: str, predicate, timeout: float = 10.0):
     """Poll status() until ``predicate(status)`` holds."""
     async with asyncio.timeout(timeout):
         while True:
-            current = await orders.status(stack.client, order_id)
+            current = await order_client.status(stack.client, order_id)
             if predicate(current):
                 return current
             await asyncio.sleep(0.02)
@@ -46,11 +46,11 @@ async def test_happy_path_ships_and_charges_once(stack, scripted):
     # (sdk-rust issue #1454), which would make this count (4, 1, 2) some of the time.
     scripted.set(ChargePayment=[HANG, FAIL], PreparePackage=[HANG])
     order_id, handle = await start(stack, "happy", items=[Item("ABC", 2), Item("XYZ", 1)], address="1 Main St")
-    assert await orders.approve_when_ready(handle)
+    assert await order_client.approve_when_ready(handle)
     result = await handle.result()
     assert (result.state, result.payment, result.shipping_attempts) == (OrderState.SHIPPED, PaymentState.CHARGED, 1)
     assert result.elapsed_seconds < 15
-    status = await orders.status(stack.client, order_id)
+    status = await order_client.status(stack.client, order_id)
     assert (status.steps["charge"].attempts, status.steps["charge"].failures, status.steps["charge"].timeouts) == (
         3,
         1,
@@ -81,7 +81,7 @@ async def test_cancel_during_review(stack, scripted):
     order_id, handle = await start(stack, "cancelreview")
     await wait_for(stack, order_id, lambda s: s.state == OrderState.AWAITING_REVIEW)
     # The Update answers once the outcome is known: the order is cancelled (nothing was charged).
-    assert await orders.cancel(stack.client, order_id, "changed my mind") == "order cancelled"
+    assert await order_client.cancel(stack.client, order_id, "changed my mind") == "order cancelled"
     result = await handle.result()
     assert (result.state, result.payment, result.reason) == (OrderState.CANCELLED, PaymentState.NONE, "changed my mind")
     assert db_view(stack, order_id)["payments"] == []
@@ -91,14 +91,14 @@ async def start_charged(stack, scripted, prefix: str):
     """An order that has been charged and is held in shipping for about a second."""
     scripted.set(PreparePackage=[HANG] * 8)
     order_id, handle = await start(stack, prefix)
-    assert await orders.approve_when_ready(handle)
+    assert await order_client.approve_when_ready(handle)
     await wait_for(stack, order_id, lambda s: s.payment == PaymentState.CHARGED)
     return order_id, handle
 
 
 async def test_cancel_after_charge_refunds(stack, scripted):
     order_id, handle = await start_charged(stack, scripted, "cancelpaid")
-    assert await orders.cancel(stack.client, order_id) == "order cancelled; the payment was refunded"
+    assert await order_client.cancel(stack.client, order_id) == "order cancelled; the payment was refunded"
     result = await handle.result()
     assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.REFUNDED)
     view = db_view(stack, order_id)
@@ -113,18 +113,18 @@ async def test_cancel_after_dispatch_is_rejected(stack, scripted):
     ends: refused as "already dispatched", or (if the order ended in that same task) as ended."""
     scripted.set(MarkOrderShipped=[HANG] * 15)
     order_id, handle = await start(stack, "cancellate")
-    assert await orders.approve_when_ready(handle)
+    assert await order_client.approve_when_ready(handle)
     async with asyncio.timeout(10):  # the child's dispatch step writes the shipment row
         while not any(s["status"] == "dispatched" for s in db_view(stack, order_id)["shipments"]):
             await asyncio.sleep(0.02)
     await handle.signal(Signal.CANCEL, "signal after dispatch")  # a signal cannot be refused: it is recorded
-    with pytest.raises(orders.Rejected, match="already dispatched|ended"):
-        await orders.cancel(stack.client, order_id)
-    with pytest.raises(orders.Rejected, match="already dispatched|ended"):
-        await orders.update_address(stack.client, order_id, "too late")
+    with pytest.raises(order_client.Rejected, match="already dispatched|ended"):
+        await order_client.cancel(stack.client, order_id)
+    with pytest.raises(order_client.Rejected, match="already dispatched|ended"):
+        await order_client.update_address(stack.client, order_id, "too late")
     result = await handle.result()
     assert (result.state, result.payment) == (OrderState.SHIPPED, PaymentState.CHARGED)
-    status = await orders.status(stack.client, order_id)
+    status = await order_client.status(stack.client, order_id)
     assert any(
         r.name == Signal.CANCEL and not r.accepted and ("dispatched" in r.detail or "shipped" in r.detail)
         for r in status.signals
@@ -135,10 +135,10 @@ async def test_address_update_before_dispatch_reaches_the_shipment(stack, script
     scripted.set(PreparePackage=[HANG] * 6)
     order_id, handle = await start(stack, "address", address="old street")
     await wait_for(stack, order_id, lambda s: s.state == OrderState.AWAITING_REVIEW)
-    await orders.update_address(stack.client, order_id, "review street")
-    assert await orders.approve_when_ready(handle)
+    await order_client.update_address(stack.client, order_id, "review street")
+    assert await order_client.approve_when_ready(handle)
     await wait_for(stack, order_id, lambda s: s.state == OrderState.SHIPPING)
-    await orders.update_address(stack.client, order_id, "742 Evergreen Terrace")  # forwarded to the child
+    await order_client.update_address(stack.client, order_id, "742 Evergreen Terrace")  # forwarded to the child
     result = await handle.result()
     assert result.state == OrderState.SHIPPED
     view = db_view(stack, order_id)
@@ -149,10 +149,10 @@ async def test_address_update_before_dispatch_reaches_the_shipment(stack, script
 async def test_dispatch_failure_signals_parent_which_retries(stack, scripted):
     scripted.set(DispatchCarrier=[FAIL] * 5)  # the first shipment uses up its five dispatch attempts
     order_id, handle = await start(stack, "redispatch")
-    assert await orders.approve_when_ready(handle)
+    assert await order_client.approve_when_ready(handle)
     result = await handle.result()
     assert (result.state, result.shipping_attempts) == (OrderState.SHIPPED, 2)
-    status = await orders.status(stack.client, order_id)
+    status = await order_client.status(stack.client, order_id)
     assert len(status.dispatch_failures) == 1 and "Forced failure" in status.dispatch_failures[0]
     view = db_view(stack, order_id)
     assert [(s["shipment_no"], s["status"]) for s in view["shipments"]] == [(1, "failed"), (2, "dispatched")]
@@ -163,7 +163,7 @@ async def test_dispatch_failure_signals_parent_which_retries(stack, scripted):
 async def test_shipping_exhausted_refunds_and_fails(stack, scripted):
     scripted.set(DispatchCarrier=[FAIL] * 25)
     order_id, handle = await start(stack, "noship")
-    assert await orders.approve_when_ready(handle)
+    assert await order_client.approve_when_ready(handle)
     result = await handle.result()
     assert (result.state, result.payment, result.shipping_attempts) == (OrderState.FAILED, PaymentState.REFUNDED, 5)
     assert "shipping failed 5 times" in result.reason
@@ -195,11 +195,11 @@ async def test_an_order_without_items_fails_validation(stack, scripted):
 
 async def test_a_payment_id_is_never_charged_for_two_orders(stack, scripted):
     first, handle1 = await start(stack, "pay1")
-    req = orders.new_order(new_id("pay2"), f"pay-{first}")
-    handle2 = await orders.start_order(stack.client, req, stack.settings)
-    assert await orders.approve_when_ready(handle1)
+    req = order_client.new_order(new_id("pay2"), f"pay-{first}")
+    handle2 = await order_client.start_order(stack.client, req, stack.settings)
+    assert await order_client.approve_when_ready(handle1)
     assert (await handle1.result()).state == OrderState.SHIPPED
-    assert await orders.approve_when_ready(handle2)
+    assert await order_client.approve_when_ready(handle2)
     second = await handle2.result()
     assert second.state == OrderState.FAILED and "belongs to order" in second.reason
     assert [p["status"] for p in db_view(stack, first)["payments"]] == ["charged"]
@@ -207,23 +207,23 @@ async def test_a_payment_id_is_never_charged_for_two_orders(stack, scripted):
 
 async def test_starting_an_order_twice_is_rejected(stack, scripted):
     order_id, handle = await start(stack, "twice", review_timeout_seconds=0.2)
-    with pytest.raises(orders.OrderExists):
-        await orders.start_order(stack.client, orders.new_order(order_id, "another"), stack.settings)
+    with pytest.raises(order_client.OrderExists):
+        await order_client.start_order(stack.client, order_client.new_order(order_id, "another"), stack.settings)
     await handle.result()
-    with pytest.raises(orders.OrderExists):  # also after it ended
-        await orders.start_order(stack.client, orders.new_order(order_id, "another"), stack.settings)
+    with pytest.raises(order_client.OrderExists):  # also after it ended
+        await order_client.start_order(stack.client, order_client.new_order(order_id, "another"), stack.settings)
 
 
 async def test_late_and_repeated_signals_are_recorded_not_applied(stack, scripted):
     order_id, handle = await start(stack, "late")
-    assert await orders.approve_when_ready(handle)
-    with pytest.raises(orders.Rejected, match="not awaiting review|already approved"):
-        await orders.approve(stack.client, order_id)
+    assert await order_client.approve_when_ready(handle)
+    with pytest.raises(order_client.Rejected, match="not awaiting review|already approved"):
+        await order_client.approve(stack.client, order_id)
     await handle.signal(Signal.APPROVE)  # a second approval by signal: recorded as refused
     await handle.result()
-    with pytest.raises(orders.Rejected, match="ended"):
-        await orders.cancel(stack.client, order_id)
-    status = await orders.status(stack.client, order_id)
+    with pytest.raises(order_client.Rejected, match="ended"):
+        await order_client.cancel(stack.client, order_id)
+    status = await order_client.status(stack.client, order_id)
     refused = [r for r in status.signals if r.name == Signal.APPROVE and not r.accepted]
     assert refused and "not awaiting review" in refused[0].detail
 
@@ -231,16 +231,16 @@ async def test_late_and_repeated_signals_are_recorded_not_applied(stack, scripte
 @pytest.mark.parametrize("bad", [dict(order_id="has space"), dict(payment_id=""), dict(items=[Item("ABC", 0)])])
 async def test_bad_input_is_refused_before_starting(stack, bad):
     fields = dict(order_id=new_id("bad"), payment_id="p", items=None) | bad
-    req = orders.new_order(fields["order_id"], fields["payment_id"], items=fields["items"])
+    req = order_client.new_order(fields["order_id"], fields["payment_id"], items=fields["items"])
     with pytest.raises(InvalidOrder):
-        await orders.start_order(stack.client, req, stack.settings)
+        await order_client.start_order(stack.client, req, stack.settings)
 
 
 async def test_a_carrier_refusal_exhausts_shipping_and_refunds(stack, scripted):
     order_id, handle = await start(stack, "pobox", address="PO Box 42")
-    assert await orders.approve_when_ready(handle)
+    assert await order_client.approve_when_ready(handle)
     result = await handle.result()
     assert (result.state, result.payment, result.shipping_attempts) == (OrderState.FAILED, PaymentState.REFUNDED, 5)
-    status = await orders.status(stack.client, order_id)
+    status = await order_client.status(stack.client, order_id)
     assert len(status.dispatch_failures) == 5
     assert all("does not deliver to PO boxes" in reason for reason in status.dispatch_failures)
