@@ -149,6 +149,19 @@ def _step_record(row: Any) -> StepRecord:
     return StepRecord(row.step_key, row.status, row.attempts, row.failures, row.result_json, row.error)
 
 
+def _step_row(key: str, order_id: str, step: str, status: str, now: datetime) -> dict[str, Any]:
+    return dict(
+        step_key=key,
+        order_id=order_id,
+        step=step,
+        status=status,
+        attempts=0,
+        failures=0,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 def _payment_row(payment_id: str, order_id: str, status: PaymentState, amount: int) -> dict[str, Any]:
     now = utcnow()
     return dict(
@@ -382,22 +395,7 @@ class Repository:
         now = utcnow()
         with self.engine.begin() as conn:
             if first:
-                _insert_ignore(
-                    conn,
-                    steps,
-                    [
-                        dict(
-                            step_key=key,
-                            order_id=order_id,
-                            step=step,
-                            status="running",
-                            attempts=0,
-                            failures=0,
-                            created_at=now,
-                            updated_at=now,
-                        )
-                    ],
-                )
+                _insert_ignore(conn, steps, [_step_row(key, order_id, step, "running", now)])
             conn.execute(
                 sa.update(steps)
                 .where(steps.c.step_key == key, steps.c.status == "running")
@@ -484,22 +482,7 @@ class Repository:
         """Close a step the workflow gave up on (``abandoned``) unless it has an outcome; return it."""
         now = utcnow()
         with self.engine.begin() as conn:
-            _insert_ignore(
-                conn,
-                steps,
-                [
-                    dict(
-                        step_key=key,
-                        order_id=order_id,
-                        step=step,
-                        status="abandoned",
-                        attempts=0,
-                        failures=0,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                ],
-            )
+            _insert_ignore(conn, steps, [_step_row(key, order_id, step, "abandoned", now)])
             conn.execute(
                 sa.update(steps)
                 .where(steps.c.step_key == key, steps.c.status == "running")
