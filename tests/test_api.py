@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 
 import httpx
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 
 from orderflow.config import Settings
 from orderflow.db import migrate
-from orderflow.devstack import free_port, spawn_orderflow
+from orderflow.devstack import ProcessStack, free_port, spawn_orderflow
 
 TOKEN = "s3cret-token"
 
@@ -46,23 +46,11 @@ def api_settings(dev_server, tmp_path_factory) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def api(api_settings) -> Iterator[str]:
-    """Base URL of an API with its workers, no token."""
-    port = free_port()
-    procs = [
-        spawn_orderflow("worker", "orders", settings=api_settings),
-        spawn_orderflow("worker", "shipping", settings=api_settings),
-        spawn_orderflow("api", "--port", str(port), settings=api_settings),
-    ]
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(base)
-        yield base
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
+async def api(api_settings) -> AsyncIterator[str]:
+    """Base URL of an API with its workers, no token: the stack as `orderflow dev` runs it
+    (devstack.ProcessStack), on the session's dev server."""
+    async with ProcessStack(api_settings, api_port=free_port()) as stack:
+        yield stack.api_url
 
 
 @pytest.fixture(scope="session")

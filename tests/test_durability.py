@@ -6,9 +6,8 @@ import asyncio
 from orderflow import audit
 from orderflow import client as order_client
 from orderflow.config import Settings
-from orderflow.db import migrate
 from orderflow.db.repository import Repository
-from orderflow.devstack import spawn_orderflow
+from orderflow.devstack import ProcessStack
 from orderflow.models import PaymentState
 from tests.helpers import new_id
 
@@ -21,26 +20,16 @@ async def test_an_order_survives_its_worker_being_killed(client, dev_server, tmp
         orders_task_queue="orders-tq-crash",
         shipping_task_queue="shipping-tq-crash",
     )
-    migrate.upgrade(settings.db_url)
-    shipping = spawn_orderflow("worker", "shipping", settings=settings)
-    first = spawn_orderflow("worker", "orders", settings=settings)
-    second = None
-    try:
+    async with ProcessStack(settings) as stack:  # worker processes, on the session's dev server
         order_id = new_id("crash")
         handle = await order_client.start_order(client, order_client.new_order(order_id, f"pay-{order_id}"), settings)
         assert await order_client.approve_when_ready(handle)
         async with asyncio.timeout(15):
             while (await order_client.status(client, order_id)).payment != PaymentState.CHARGED:
                 await asyncio.sleep(0.02)
-        first.kill()  # no shutdown, no cleanup: the process just vanishes
-        first.wait()
-        second = spawn_orderflow("worker", "orders", settings=settings)
+        stack.kill("orders")  # no shutdown, no cleanup: the process just vanishes
+        stack.respawn("orders")
         result = await asyncio.wait_for(handle.result(), 60)
-    finally:
-        for proc in (shipping, first, second):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
     repo = Repository.from_url(settings.db_url)
     try:
         assert await audit.check_against_temporal(repo, client, [order_id], with_status=False) == []
