@@ -1,7 +1,8 @@
 """OrderWorkflow: receive, validate, manual review, charge, ship, with compensation.
 
 Deterministic orchestration only: no I/O, no clocks but ``workflow.now()``, and no branch on
-the clock after an activity result (see steps.py): the order's deadlines are timers.
+the clock after an activity result (see steps.py): the order's deadlines are activity and
+child-workflow timeouts, and the review deadline a timer.
 Every order ends (shipped, cancelled or failed) before ``budget_seconds``: steps stop
 retrying at ``work_deadline``, which keeps a reserve for the refund.
 

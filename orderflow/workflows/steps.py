@@ -15,7 +15,7 @@ they must converge on what the first execution recorded instead of taking anothe
 Decisions never read ``workflow.now()`` right after a local-activity result: live, that
 result may be delivered in a later workflow task than the one replay applies it in, so the
 clock differs and a branch on it is nondeterministic (the evidence history in issue 9).
-Deadlines become timers (``OrderWorkflow._deadline_timer``) or activity timeouts instead.
+Deadlines become activity timeouts (schedule-to-close) and the child's execution timeout instead.
 """
 
 from __future__ import annotations
