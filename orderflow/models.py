@@ -74,7 +74,6 @@ class Update:
     CANCEL = "cancel"
     UPDATE_ADDRESS = "update_address"
     WAIT_FOR_REVIEW = "wait_for_review"
-    WAIT_FOR_END = "wait_for_end"
 
 
 @dataclass

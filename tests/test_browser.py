@@ -229,6 +229,19 @@ async def keep_evidence(name: str, page: Page, lab: Lab) -> None:
     print(f"screenshot and JupyterLab log: {ARTIFACTS}/{name}*")
 
 
+async def run_with_evidence(name: str, notebook, checks: dict, page: Page, lab: Lab) -> None:
+    """Run every cell (with the checks after the cells they name); keep evidence on failure, or
+    always with ORDERFLOW_BROWSER_SCREENSHOTS=1; then shut the kernels down."""
+    try:
+        await notebook.run_all(checks)
+    except BaseException:
+        await keep_evidence(name, page, lab)
+        raise
+    if os.environ.get("ORDERFLOW_BROWSER_SCREENSHOTS"):
+        await keep_evidence(name, page, lab)
+    lab.shut_down_kernels()
+
+
 async def test_quickstart_clicked_in_chromium(lab, page):
     notebook = await open_notebook(page, lab.url("01_quickstart.ipynb"))
     seen: dict[str, str] = {}
@@ -279,22 +292,14 @@ async def test_quickstart_clicked_in_chromium(lab, page):
         await button(console, "Start").click()
         await expect(console.locator(".orderflow-reply").last).to_contain_text("stack was stopped")
 
-    try:
-        await notebook.run_all(
-            {
-                "console = OrderConsole(": person_runs_the_order,
-                "console.renew_if_missed_review()": cell_carried_on,
-                "stack.payments(": table,
-                "plot_timeline(": image,
-                "await stack.stop()": after_stop,
-            }
-        )
-    except BaseException:
-        await keep_evidence("quickstart", page, lab)
-        raise
-    if os.environ.get("ORDERFLOW_BROWSER_SCREENSHOTS"):
-        await keep_evidence("quickstart", page, lab)
-    lab.shut_down_kernels()
+    checks = {
+        "console = OrderConsole(": person_runs_the_order,
+        "console.renew_if_missed_review()": cell_carried_on,
+        "stack.payments(": table,
+        "plot_timeline(": image,
+        "await stack.stop()": after_stop,
+    }
+    await run_with_evidence("quickstart", notebook, checks, page, lab)
 
 
 async def test_signals_and_queries_clicked_in_chromium(lab, page):
@@ -342,22 +347,14 @@ async def test_signals_and_queries_clicked_in_chromium(lab, page):
         await expect(output).to_contain_text("Cancel: not pressed")
         await expect(output.locator("table.dataframe")).to_contain_text("refunded")
 
-    try:
-        await notebook.run_all(
-            {
-                'order_id = new_id("side-by-side")': table,
-                "mover = OrderConsole(": person_changes_the_address,
-                "mover.renew_if_missed_review()": address_cell_carried_on,
-                "canceller = OrderConsole(": person_cancels,
-                "canceller.renew_if_missed_review()": cancel_cell_carried_on,
-            }
-        )
-    except BaseException:
-        await keep_evidence("signals", page, lab)
-        raise
-    if os.environ.get("ORDERFLOW_BROWSER_SCREENSHOTS"):
-        await keep_evidence("signals", page, lab)
-    lab.shut_down_kernels()
+    checks = {
+        'order_id = new_id("side-by-side")': table,
+        "mover = OrderConsole(": person_changes_the_address,
+        "mover.renew_if_missed_review()": address_cell_carried_on,
+        "canceller = OrderConsole(": person_cancels,
+        "canceller.renew_if_missed_review()": cancel_cell_carried_on,
+    }
+    await run_with_evidence("signals", notebook, checks, page, lab)
 
 
 OTHERS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if not p.name.startswith(("01_", "02_")))
@@ -372,9 +369,4 @@ async def test_notebook_runs_clean_in_chromium(lab, page, name):
     async def image(cell: Locator) -> None:
         await expect(cell.locator(".jp-OutputArea img").first).to_be_visible()
 
-    try:
-        await notebook.run_all({"plot_timeline(": image, "plot_durations(": image})
-    except BaseException:
-        await keep_evidence(name, page, lab)
-        raise
-    lab.shut_down_kernels()
+    await run_with_evidence(name, notebook, {"plot_timeline(": image, "plot_durations(": image}, page, lab)

@@ -103,22 +103,20 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
         return order_id
 
     async def faults(began: float) -> None:
+        def note(what: str) -> None:
+            timeline.append(f"{time.monotonic() - began:.1f} s: {what}")
+
+        for worker, at in (("orders", 2), ("shipping", 2)):
+            await asyncio.sleep(at)
+            stack.kill(worker)
+            note(f"{worker} worker killed (SIGKILL)")
+            await asyncio.sleep(1)
+            stack.respawn(worker)
+            note(f"{worker} worker started again")
         await asyncio.sleep(2)
-        stack.kill("orders")
-        timeline.append(f"{time.monotonic() - began:.1f} s: orders worker killed (SIGKILL)")
-        await asyncio.sleep(1)
-        stack.respawn("orders")
-        timeline.append(f"{time.monotonic() - began:.1f} s: orders worker started again")
-        await asyncio.sleep(2)
-        stack.kill("shipping")
-        timeline.append(f"{time.monotonic() - began:.1f} s: shipping worker killed (SIGKILL)")
-        await asyncio.sleep(1)
-        stack.respawn("shipping")
-        timeline.append(f"{time.monotonic() - began:.1f} s: shipping worker started again")
-        await asyncio.sleep(2)
-        timeline.append(f"{time.monotonic() - began:.1f} s: Temporal server stopped")
+        note("Temporal server stopped")
         await stack.restart_server(down_seconds=1.0)
-        timeline.append(f"{time.monotonic() - began:.1f} s: Temporal server back")
+        note("Temporal server back")
 
     async with stack:
         client = await order_client.connect(settings)

@@ -271,19 +271,16 @@ class OrderWorkflow:
 
     async def _settle_child(self, shipment_no: int, child_id: str, run_id: str) -> ShippingResult:
         """Fence the shipment of a child that ended without reporting: dispatched or never."""
+        status = "cancelled" if self.cancel_requested else "failed"
         settled = await self.steps.bookkeeping(
             ProgressActivities.settle_step,
-            self._settle_request(shipment_no, child_id, run_id),
+            SettleRequest(self.req.order_id, "dispatch", child_id, run_id, shipment_no, status),
         )
         if settled.shipment == "dispatched":
             self.trail.record("late_dispatch_found", "dispatch", shipment_no)
             return ShippingResult(shipment_no, dispatched=True, address=settled.address or self.address)
         reason = "cancelled" if self.cancel_requested else "no shipping worker finished it before the deadline"
         return ShippingResult(shipment_no, dispatched=False, address=self.address, reason=reason, out_of_time=True)
-
-    def _settle_request(self, shipment_no: int, child_id: str, run_id: str) -> SettleRequest:
-        status = "cancelled" if self.cancel_requested else "failed"
-        return SettleRequest(self.req.order_id, "dispatch", child_id, run_id, shipment_no, status)
 
     def _dispatched(self, result: ShippingResult) -> None:
         self._enter(OrderState.DISPATCHED)
