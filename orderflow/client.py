@@ -6,10 +6,12 @@ import asyncio
 import dataclasses
 import re
 import time
+import uuid
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import Any
 
+from temporalio.api.errordetails.v1 import WorkflowNotReadyFailure
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
@@ -19,6 +21,7 @@ from temporalio.client import (
     WorkflowQueryFailedError,
     WorkflowQueryRejectedError,
     WorkflowUpdateFailedError,
+    WorkflowUpdateHandle,
     WorkflowUpdateStage,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
@@ -262,6 +265,49 @@ async def _recorded_result(handle: WorkflowHandle, order_id: str) -> dict[str, A
         raise temporal_error(err, f"result of order {order_id}") from err
 
 
+def workflow_not_ready(err: BaseException) -> bool:
+    """The server dropped an Update that was not yet accepted because the workflow task it rode on failed.
+
+    Happens without any fault: a signal or Update that arrives while the task that ends the
+    order runs makes the server refuse that task (UnhandledCommand), and since server 1.27 it
+    then aborts the Updates it carried with FAILED_PRECONDITION + WorkflowNotReadyFailure
+    (temporalio/temporal#7296; seen in CI: a cancel sent while marking shipped retried). Nothing
+    ran, so sending the same Update again is safe.
+    """
+    return (
+        isinstance(err, RPCError)
+        and err.status == RPCStatusCode.FAILED_PRECONDITION
+        and any(detail.Is(WorkflowNotReadyFailure.DESCRIPTOR) for detail in err.grpc_status.details)
+    )
+
+
+NOT_READY_PAUSE = 0.05  # the retried workflow task is usually scheduled within a few ms
+
+
+async def start_update(
+    handle: WorkflowHandle, name: str, *args: Any, result_type: type = str
+) -> WorkflowUpdateHandle[Any]:
+    """Send an Update and wait until the workflow accepted (or refused) it.
+
+    Sent again, under the same Update id (the server dedupes by id), while the server answers
+    "workflow not ready" (see ``workflow_not_ready``); the caller bounds the whole wait.
+    """
+    update_id = str(uuid.uuid4())
+    while True:
+        try:
+            return await handle.start_update(
+                name,
+                args=list(args),
+                id=update_id,
+                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
+                result_type=result_type,
+            )
+        except RPCError as err:
+            if not workflow_not_ready(err):
+                raise
+        await asyncio.sleep(NOT_READY_PAUSE)
+
+
 async def _update(client: Client, order_id: str, name: str, *args: str, result_type: type = str) -> Any:
     """Run a validated Workflow Update; Rejected carries the workflow's reason.
 
@@ -275,10 +321,7 @@ async def _update(client: Client, order_id: str, name: str, *args: str, result_t
         # then its outcome, which the workflow gives once it is known (inside the order's budget).
         try:
             update = await asyncio.wait_for(
-                handle.start_update(
-                    name, args=list(args), wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=result_type
-                ),
-                ACCEPT_TIMEOUT.total_seconds(),
+                start_update(handle, name, *args, result_type=result_type), ACCEPT_TIMEOUT.total_seconds()
             )
         except asyncio.TimeoutError:
             raise NoAnswer(
@@ -322,10 +365,10 @@ async def approve_when_ready(handle: WorkflowHandle) -> bool:
     False when the order never awaited review or left it first (cancelled, review deadline).
     """
     try:
-        state = await handle.execute_update(Update.WAIT_FOR_REVIEW, result_type=OrderState)
-        if state != OrderState.AWAITING_REVIEW:
+        review = await start_update(handle, Update.WAIT_FOR_REVIEW, result_type=OrderState)
+        if await review.result() != OrderState.AWAITING_REVIEW:
             return False
-        await handle.execute_update(Update.APPROVE, result_type=str)
+        await (await start_update(handle, Update.APPROVE)).result()
     except (WorkflowUpdateFailedError, RPCError):  # refused, or the workflow closed meanwhile
         return False
     return True
