@@ -33,6 +33,7 @@ from orderflow.errors import CarrierRejected, PaymentClosed, PaymentConflict, Sh
 from orderflow.models import (
     Activity,
     AuditEvent,
+    PaymentState,
     ProgressRecord,
     Settled,
     SettleRequest,
@@ -252,6 +253,11 @@ class ProgressActivities:
             order_row=row,
         )
 
+    @activity.defn(name=Activity.CLOSE_PAYMENT)
+    async def close_payment(self, req: StepRequest) -> PaymentState:
+        """Void the payment id of an order ending uncharged; CHARGED: an unrecorded charge to refund."""
+        return await asyncio.to_thread(self.db.close_payment, req.payment_id, req.order_id)
+
     @activity.defn(name=Activity.SETTLE_STEP)
     async def settle_step(self, req: SettleRequest) -> Settled:
         return await asyncio.to_thread(self._settle, req)
@@ -282,6 +288,7 @@ def all_activities(db: Repository) -> tuple[list, list]:
             orders.charge_payment,
             orders.refund_payment,
             orders.mark_shipped,
+            progress.close_payment,
             *bookkeeping,
         ],
         [shipping.prepare_package, shipping.dispatch_carrier, *bookkeeping],

@@ -56,6 +56,7 @@ class Activity:
     DISPATCH_CARRIER = "DispatchCarrier"
     SETTLE_STEP = "SettleStep"
     RECORD_PROGRESS = "RecordProgress"
+    CLOSE_PAYMENT = "ClosePayment"
 
 
 class Signal:

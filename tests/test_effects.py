@@ -18,7 +18,8 @@ from temporalio.service import RPCError
 
 from orderflow import audit
 from orderflow import client as order_client
-from orderflow.models import OrderState, PaymentState, Signal
+from orderflow.errors import PaymentClosed
+from orderflow.models import OrderState, PaymentState, Signal, Update
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 from tests.helpers import new_id
 
@@ -228,3 +229,38 @@ def test_the_checker_catches_a_second_charge(stack):
     assert audit.check_invariants(stack.repo, [order_id]) == [
         f"{order_id}: charged 2 times (payment rows: ['charged'])"
     ]
+
+
+async def test_a_charge_history_never_recorded_is_refunded_when_the_order_ends_uncharged(stack, scripted):
+    """Found by the soak (workers killed, server restarted): a workflow task ran the approval
+    and the charge, the server never recorded that task and the approval was lost with it; the
+    re-run waited for review and ended cancelled. History said "never charged", the database
+    said `charged`. The soak reproduces that path with real faults; here the orphan charge is
+    written as that task's local activity wrote it (through the repository) while the order
+    awaits review, so the outcome does not depend on timing."""
+    scripted.set()
+    order_id, handle = await start(stack, "orphancharge")
+    assert await handle.execute_update(Update.WAIT_FOR_REVIEW, result_type=OrderState) == OrderState.AWAITING_REVIEW
+    stack.repo.charge_payment(f"pay-{order_id}", order_id, 1)  # the discarded task's effect
+    answer = await order_client.cancel(stack.client, order_id, "no approval came")
+    assert answer == "order cancelled; the payment was refunded"
+    result = await handle.result()
+    assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.REFUNDED)
+    view = stack.repo.order_view(order_id, event_limit=1000)
+    assert [p["status"] for p in view["payments"]] == ["refunded"]
+    assert "unrecorded_charge_found" in [e["type"] for e in view["events"]]
+    await agree(stack, order_id)
+
+
+async def test_an_order_ending_uncharged_voids_its_payment_id_against_late_charges(stack, scripted):
+    """The close also fences: a charge attempt still in flight from a discarded task lands on
+    the void row and charges nothing."""
+    scripted.set()
+    order_id, handle = await start(stack, "latecharge")
+    assert await handle.execute_update(Update.WAIT_FOR_REVIEW, result_type=OrderState) == OrderState.AWAITING_REVIEW
+    await order_client.cancel(stack.client, order_id, "changed my mind")
+    assert (await handle.result()).payment == PaymentState.VOIDED
+    with pytest.raises(PaymentClosed):
+        stack.repo.charge_payment(f"pay-{order_id}", order_id, 1)
+    assert [p["status"] for p in stack.repo.order_view(order_id)["payments"]] == ["voided"]
+    await agree(stack, order_id)

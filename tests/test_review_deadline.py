@@ -31,7 +31,7 @@ async def test_an_unapproved_order_is_cancelled_at_the_default_review_deadline(s
         result = await handle.result()  # the test server skips time while the workflow only waits
     policy = StepPolicy()
     review_closes = 15 - policy.refund_reserve_seconds - policy.post_review_reserve_seconds
-    assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.NONE)
+    assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.VOIDED)
     assert result.reason == "manual review deadline passed without approval"
     assert (
         timedelta(seconds=review_closes)

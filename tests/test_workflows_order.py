@@ -70,10 +70,12 @@ async def test_happy_path_ships_and_charges_once(stack, scripted):
 async def test_review_deadline_cancels_without_charging(stack, scripted):
     order_id, handle = await start(stack, "noreview", review_timeout_seconds=0.3)
     result = await handle.result()
-    assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.NONE)
+    # Nothing was charged; the payment id is closed (voided) so no late charge can land.
+    assert (result.state, result.payment) == (OrderState.CANCELLED, PaymentState.VOIDED)
     assert "manual review deadline" in result.reason
     view = db_view(stack, order_id)
-    assert view["order"]["state"] == "cancelled" and view["payments"] == []
+    assert view["order"]["state"] == "cancelled"
+    assert [(p["status"], p["amount"]) for p in view["payments"]] == [("voided", 0)]
     await save_history(handle, "review_timeout")
 
 
@@ -81,10 +83,13 @@ async def test_cancel_during_review(stack, scripted):
     order_id, handle = await start(stack, "cancelreview")
     await wait_for(stack, order_id, lambda s: s.state == OrderState.AWAITING_REVIEW)
     # The Update answers once the outcome is known: the order is cancelled (nothing was charged).
-    assert await order_client.cancel(stack.client, order_id, "changed my mind") == "order cancelled"
+    answer = await order_client.cancel(stack.client, order_id, "changed my mind")
+    assert answer == "order cancelled; nothing had been charged (payment voided)"
     result = await handle.result()
-    assert (result.state, result.payment, result.reason) == (OrderState.CANCELLED, PaymentState.NONE, "changed my mind")
-    assert db_view(stack, order_id)["payments"] == []
+    expected = (OrderState.CANCELLED, PaymentState.VOIDED, "changed my mind")
+    assert (result.state, result.payment, result.reason) == expected
+    assert [p["status"] for p in db_view(stack, order_id)["payments"]] == ["voided"]
+    await save_history(handle, "cancel_during_review")  # recorded with the close-uncharged-payment patch
 
 
 async def start_charged(stack, scripted, prefix: str):
@@ -189,7 +194,7 @@ async def test_temporal_cancellation_compensates(stack, scripted):
 async def test_an_order_without_items_fails_validation(stack, scripted):
     order_id, handle = await start(stack, "empty", items=[])
     result = await handle.result()
-    assert (result.state, result.payment) == (OrderState.FAILED, PaymentState.NONE)
+    assert (result.state, result.payment) == (OrderState.FAILED, PaymentState.VOIDED)
     assert result.reason == "validate: No items to validate"
 
 

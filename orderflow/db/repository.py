@@ -296,6 +296,21 @@ class Repository:
                 break
         return PaymentState(stored["status"])
 
+    def close_payment(self, payment_id: str, order_id: str) -> PaymentState:
+        """Void a payment id its order never charged, and tell what is there.
+
+        An order that ends without a recorded charge calls this before it ends. A charge made
+        by a workflow task the server never recorded (a server restart, a lost approval) shows
+        up as ``CHARGED``: the caller refunds it. Otherwise the void row makes any charge
+        attempt still in flight a no-op, as in ``refund_payment``. NONE: the id is another order's.
+        """
+        with self.engine.begin() as conn:
+            _insert_ignore(conn, payments, [_payment_row(payment_id, order_id, PaymentState.VOIDED, 0)])
+            stored = conn.execute(sa.select(payments).where(payments.c.payment_id == payment_id)).mappings().one()
+        if stored["order_id"] != order_id:
+            return PaymentState.NONE
+        return PaymentState(stored["status"])
+
     # -- shipments ------------------------------------------------------------
     def prepare_shipment(self, order_id: str, shipment_no: int, address: str) -> None:
         now = utcnow()

@@ -47,6 +47,9 @@ CHILD_TASK_TIMEOUT = timedelta(seconds=5)
 # How long a cancelled or out-of-time child gets to acknowledge before the parent settles its
 # shipment itself (the shipping worker may be gone: the parent must not wait for it).
 CHILD_GRACE = timedelta(seconds=1)
+# Patch id (workflow.patched): orders that end without a recorded charge close their payment id
+# (an extra local activity). Histories recorded before it replay without it.
+CLOSE_UNCHARGED_PAYMENT = "close-uncharged-payment"
 
 
 class OrderCancelled(Exception):
@@ -296,6 +299,14 @@ class OrderWorkflow:
     async def _abort(self, state: OrderState, reason: str) -> None:
         """Compensate: refund whatever may have been charged (shipping has stopped), then end."""
         self.reason = reason
+        if self.payment == PaymentState.NONE and workflow.patched(CLOSE_UNCHARGED_PAYMENT):
+            # History says nothing was charged, but a discarded workflow task may have charged
+            # (found by the soak: the approval that led to a charge was lost in a server restart,
+            # the re-run ended at the review deadline). Void the payment id, and refund what is there.
+            found = await self.steps.bookkeeping(ProgressActivities.close_payment, self._request("close_payment"))
+            if found == PaymentState.CHARGED:
+                self.trail.record("unrecorded_charge_found", "charge")
+            self.payment = found
         if self.payment in (PaymentState.CHARGING, PaymentState.CHARGED, PaymentState.REFUNDING):
             self.payment = PaymentState.REFUNDING
             self.trail.record("compensation_started", "refund", reason=reason)
