@@ -17,7 +17,6 @@ import random
 import statistics
 import sys
 import time
-import uuid
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -121,15 +120,9 @@ async def sample_rss(stack: ProcessStack, peaks: dict[str, float], stop: asyncio
 
 def bench_settings(db_url: str, **kw) -> Settings:
     """A fresh dev server port and task queues of their own for one benchmark run."""
-    suffix = uuid.uuid4().hex[:6]
     return Settings(
-        temporal_address=f"127.0.0.1:{free_port()}",
-        db_url=db_url,
-        log_level="WARNING",
-        orders_task_queue=f"orders-tq-{suffix}",
-        shipping_task_queue=f"shipping-tq-{suffix}",
-        **kw,
-    )
+        temporal_address=f"127.0.0.1:{free_port()}", db_url=db_url, log_level="WARNING", **kw
+    ).with_own_queues()
 
 
 def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

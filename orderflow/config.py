@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -131,6 +132,16 @@ class Settings:
     # the limit; at 24 orders/s offered, 25 kept admitted orders at p99 4.4 s (40: 6.7 s). 0: no limit.
     max_in_flight: int = 25
     metrics_address: str | None = None  # host:port for the SDK's Prometheus endpoint; None = off
+
+    def with_own_queues(self, tag: str | None = None) -> Settings:
+        """These settings with task queues of their own (``<queue>-<tag>``, a random tag by
+        default): a test, a benchmark run or a notebook kernel never takes another's work."""
+        tag = tag or uuid.uuid4().hex[:6]
+        return replace(
+            self,
+            orders_task_queue=f"{self.orders_task_queue}-{tag}",
+            shipping_task_queue=f"{self.shipping_task_queue}-{tag}",
+        )
 
     @property
     def tls_enabled(self) -> bool:

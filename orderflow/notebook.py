@@ -34,7 +34,6 @@ from temporalio import workflow
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.service import RetryConfig, RPCError
-from temporalio.worker import Worker
 
 from orderflow import audit
 from orderflow import client as order_client
@@ -45,7 +44,7 @@ from orderflow.db.repository import Repository
 from orderflow.devstack import DevServer, free_port, spawn_orderflow
 from orderflow.errors import OrderflowError
 from orderflow.models import LIFECYCLE, OrderRequest, OrderResult, OrderState, OrderStatus
-from orderflow.worker import build_workers
+from orderflow.worker import InProcessWorkers
 from orderflow.workflows import OrderWorkflow
 
 __all__ = [
@@ -188,11 +187,9 @@ class KernelStack:
 
     settings: Settings
     client: Client
-    repo: Repository
-    workers: list[Worker]
+    workers: InProcessWorkers
     home: Path
     server: DevServer | None = None
-    tasks: list[asyncio.Task] = field(default_factory=list)
     processes: list[subprocess.Popen] = field(default_factory=list)
     consoles: list["OrderConsole"] = field(default_factory=list)
     stopped: bool = False
@@ -200,6 +197,10 @@ class KernelStack:
     @property
     def ui_url(self) -> str | None:
         return self.server.ui_url if self.server else None
+
+    @property
+    def repo(self) -> Repository:
+        return self.workers.repo
 
     @property
     def faults(self) -> FaultCounter:
@@ -299,13 +300,9 @@ class KernelStack:
         # shut down panics a core thread, which prints a Rust backtrace under this cell (seen in
         # 1 of 6 stops right after a batch, 0 of 8 with this wait). Let them expire first.
         await asyncio.sleep(QUIET_BEFORE_SHUTDOWN)
-        for worker in self.workers:
-            await worker.shutdown()
-        for task in self.tasks:
-            await task
+        await self.workers.stop()
         for proc in self.processes:
             proc.wait(10)
-        self.repo.engine.dispose()
         if self.server:
             self.server.stop()
         shutil.rmtree(self.home, ignore_errors=True)
@@ -367,12 +364,7 @@ async def start_stack(temporal_address: str | None = None) -> KernelStack:
             server = DevServer(port=free_port(), ui_port=free_port(), log_file=home / "temporal.log").start()
             await server.wait_ready()
             base = replace(base, temporal_address=server.address)
-        settings = replace(
-            base,
-            db_url=f"sqlite:///{home / 'orderflow.db'}",
-            orders_task_queue=f"{base.orders_task_queue}-nb-{tag}",
-            shipping_task_queue=f"{base.shipping_task_queue}-nb-{tag}",
-        )
+        settings = replace(base, db_url=f"sqlite:///{home / 'orderflow.db'}").with_own_queues(f"nb-{tag}")
         migrate.upgrade(settings.db_url)
         client = await order_client.connect(settings)
     except BaseException:
@@ -380,10 +372,7 @@ async def start_stack(temporal_address: str | None = None) -> KernelStack:
             server.stop()
         shutil.rmtree(home, ignore_errors=True)
         raise
-    repo = Repository.from_url(settings.db_url)
-    workers = build_workers(client, repo, settings)
-    stack = KernelStack(settings, client, repo, workers, home, server)
-    stack.tasks = [asyncio.create_task(w.run()) for w in workers]
+    stack = KernelStack(settings, client, InProcessWorkers(client, settings).start(), home, server)
     _LIVE = stack
     return stack
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import compileall
 import os
 from datetime import timedelta
@@ -51,6 +52,34 @@ def compile_workflow_modules() -> None:
             compileall.compile_dir(Path(module.__file__ or ".").parent, maxlevels=0 if module is models else 1, quiet=2)
         except OSError:
             pass  # a read-only install: the sandbox still works, only slower
+
+
+class InProcessWorkers:
+    """Both workers (or ``kinds``) running as tasks of this event loop, with the repository
+    they write through: the notebooks' kernel stack and the tests' stack. ``async with`` it, or
+    ``await start()`` and ``await stop()`` when it lives across notebook cells."""
+
+    def __init__(self, client: Client, settings: Settings, kinds=WORKER_KINDS) -> None:
+        self.repo = Repository.from_url(settings.db_url)
+        self.workers = build_workers(client, self.repo, settings, kinds)
+        self.tasks: list[asyncio.Task] = []
+
+    def start(self) -> InProcessWorkers:
+        self.tasks = [asyncio.create_task(worker.run()) for worker in self.workers]
+        return self
+
+    async def stop(self) -> None:
+        for worker in self.workers:
+            await worker.shutdown()
+        for task in self.tasks:
+            await task
+        self.repo.engine.dispose()
+
+    async def __aenter__(self) -> InProcessWorkers:
+        return self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
 
 
 def build_workers(client: Client, db: Repository, settings: Settings, kinds=WORKER_KINDS) -> list[Worker]:

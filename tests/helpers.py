@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import uuid
@@ -16,7 +15,7 @@ from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
-from orderflow.worker import build_workers
+from orderflow.worker import InProcessWorkers
 
 MYSQL_SERVER = os.environ.get("ORDERFLOW_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
 HISTORIES = Path(__file__).with_name("histories")
@@ -50,23 +49,9 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(client: Client, address: str, db_url: str, suffix: str) -> AsyncIterator[Stack]:
-    settings = Settings(
-        temporal_address=address,
-        db_url=db_url,
-        orders_task_queue=f"orders-tq-{suffix}",
-        shipping_task_queue=f"shipping-tq-{suffix}",
-    )
-    repository = Repository.from_url(db_url)
-    workers = build_workers(client, repository, settings)
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    try:
-        yield Stack(client, settings, repository)
-    finally:
-        for worker in workers:
-            await worker.shutdown()
-        for task in tasks:
-            await task
-        repository.engine.dispose()
+    settings = Settings(temporal_address=address, db_url=db_url).with_own_queues(suffix)
+    async with InProcessWorkers(client, settings) as workers:
+        yield Stack(client, settings, workers.repo)
 
 
 def new_id(prefix: str) -> str:

@@ -34,14 +34,7 @@ def fresh_settings(address: str, tmp_path, **kw) -> Settings:
     tag = uuid.uuid4().hex[:6]
     db_url = f"sqlite:///{tmp_path / f'api-{tag}.db'}"
     migrate.upgrade(db_url)
-    return Settings(
-        temporal_address=address,
-        db_url=db_url,
-        log_level="WARNING",
-        orders_task_queue=f"orders-tq-{tag}",
-        shipping_task_queue=f"shipping-tq-{tag}",
-        **kw,
-    )
+    return Settings(temporal_address=address, db_url=db_url, log_level="WARNING", **kw).with_own_queues(tag)
 
 
 @contextmanager
@@ -149,13 +142,7 @@ async def test_over_the_limit_a_start_is_a_429_with_retry_after_and_nothing_is_s
 async def test_admission_reserves_places_before_the_count_catches_up(client, dev_server):
     """Twenty concurrent admissions against limit 5 in one process: exactly five get in,
     although none of them has been started (so visibility counts none)."""
-    admission = Admission(
-        replace(
-            Settings(temporal_address=dev_server.address),
-            max_in_flight=5,
-            orders_task_queue=f"orders-tq-{uuid.uuid4().hex[:6]}",
-        )
-    )
+    admission = Admission(Settings(temporal_address=dev_server.address, max_in_flight=5).with_own_queues())
     outcomes = await asyncio.gather(*(admission.admit(client) for _ in range(20)), return_exceptions=True)
     admitted = [o for o in outcomes if not isinstance(o, BaseException)]
     refused = [o for o in outcomes if isinstance(o, BaseException)]

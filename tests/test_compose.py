@@ -288,12 +288,7 @@ def test_the_least_privilege_users_carry_a_real_order_and_no_more(app_db, dev_se
     assert refused(app_db["api"], "DELETE FROM orders")
 
     tag = uuid.uuid4().hex[:6]
-    base = Settings(
-        temporal_address=dev_server.address,
-        log_level="WARNING",
-        orders_task_queue=f"orders-tq-c{tag}",
-        shipping_task_queue=f"shipping-tq-c{tag}",
-    )
+    base = Settings(temporal_address=dev_server.address, log_level="WARNING").with_own_queues(f"c{tag}")
     port = free_port()
     procs = [
         spawn_orderflow("worker", "orders", settings=replace(base, db_url=app_db["worker"])),

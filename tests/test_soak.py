@@ -37,10 +37,8 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
         temporal_address=f"127.0.0.1:{free_port()}",
         db_url=f"sqlite:///{tmp_path / 'soak.db'}",
         log_level="WARNING",
-        orders_task_queue=f"orders-soak-{tag}",
-        shipping_task_queue=f"shipping-soak-{tag}",
         max_in_flight=0,
-    )
+    ).with_own_queues(f"soak-{tag}")
     stack = ProcessStack(settings, state_dir=tmp_path, api_port=free_port())
     codes: Counter[int] = Counter()
     timeline: list[str] = []
