@@ -553,11 +553,6 @@ class Repository:
                     )
                 )
 
-    # -- audit events ---------------------------------------------------------
-    def append_events(self, batch: Sequence[AuditEvent]) -> None:
-        with self.engine.begin() as conn:
-            _insert_ignore(conn, events, [_event_row(e) for e in batch])
-
     # -- reads ----------------------------------------------------------------
     def ping(self) -> bool:
         try:

@@ -61,6 +61,11 @@ def _rejected(reason: str) -> ApplicationError:
     return ApplicationError(reason, type="Rejected", non_retryable=True)
 
 
+def _refuse_if(refusal: str | None) -> None:
+    if refusal:
+        raise _rejected(refusal)
+
+
 @workflow.defn(name="OrderWorkflow")
 class OrderWorkflow:
     @workflow.init
@@ -419,30 +424,27 @@ class OrderWorkflow:
                 self.trail.record("address_forward_failed", "shipping", error=str(err))
         await self._flush(address=new_address)
 
+    # The signals: the rule, then the effect or a recorded refusal (a signal cannot answer).
     @workflow.signal(name=Signal.APPROVE)
     def approve_signal(self) -> None:
-        refusal = self._approve_refusal()
-        if refusal:
-            self._record(Signal.APPROVE, False, refusal)
-        else:
+        if not self._refused_signal(Signal.APPROVE, self._approve_refusal()):
             self._approve()
 
     @workflow.signal(name=Signal.CANCEL)
     def cancel_signal(self, reason: str = "") -> None:
-        refusal = self._cancel_refusal()
-        if refusal:
-            self._record(Signal.CANCEL, False, refusal)
-        else:
+        if not self._refused_signal(Signal.CANCEL, self._cancel_refusal()):
             self._request_cancel(reason)
 
     @workflow.signal(name=Signal.UPDATE_ADDRESS)
     async def update_address_signal(self, new_address: str) -> None:
         # Re-checked here: a late signal (the order moved on while it waited) is refused, never fatal.
-        refusal = self._address_refusal(new_address)
-        if refusal:
-            self._record(Signal.UPDATE_ADDRESS, False, refusal)
-        else:
+        if not self._refused_signal(Signal.UPDATE_ADDRESS, self._address_refusal(new_address)):
             await self._change_address(new_address)
+
+    def _refused_signal(self, name: str, refusal: str | None) -> bool:
+        if refusal:
+            self._record(name, False, refusal)
+        return refusal is not None
 
     @workflow.signal(name=Signal.DISPATCH_FAILED)
     def dispatch_failed(self, reason: str) -> None:
@@ -454,10 +456,10 @@ class OrderWorkflow:
         self._approve()
         return "approved"
 
+    # The validators: the same rule, before an update is accepted (the API's 409).
     @approve.validator
     def validate_approve(self) -> None:
-        if refusal := self._approve_refusal():
-            raise _rejected(refusal)
+        _refuse_if(self._approve_refusal())
 
     @workflow.update(name=Update.CANCEL)
     async def cancel(self, reason: str = "") -> str:
@@ -476,8 +478,7 @@ class OrderWorkflow:
 
     @cancel.validator
     def validate_cancel(self, reason: str = "") -> None:
-        if refusal := self._cancel_refusal():
-            raise _rejected(refusal)
+        _refuse_if(self._cancel_refusal())
 
     @workflow.update(name=Update.UPDATE_ADDRESS)
     async def update_address(self, new_address: str) -> str:
@@ -500,8 +501,7 @@ class OrderWorkflow:
 
     @update_address.validator
     def validate_update_address(self, new_address: str) -> None:
-        if refusal := self._address_refusal(new_address):
-            raise _rejected(refusal)
+        _refuse_if(self._address_refusal(new_address))
 
     @workflow.update(name=Update.WAIT_FOR_REVIEW)
     async def wait_for_review(self) -> OrderState:

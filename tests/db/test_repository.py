@@ -80,22 +80,30 @@ def test_shipments_are_idempotent(repo):
     assert repo.get_order(order_id)["state"] == "shipping"  # the workflow decides states, not the repository
 
 
-def test_events_are_appended_once_per_key(repo):
+def test_workflow_events_are_kept_once_per_key_and_a_rewrite_wins(repo):
+    """A re-run of a discarded task writes its own version of the same sequence numbers."""
     order_id, _ = fresh_order(repo)
-    batch = [
-        AuditEvent(
-            key=f"{order_id}/{n}",
-            order_id=order_id,
-            type="state_changed",
-            ts="2026-11-25T10:00:00.123456+00:00",
-            detail={"n": n},
-        )
-        for n in range(3)
-    ]
-    repo.append_events(batch)
-    repo.append_events(batch[1:])
+
+    def batch(version: str) -> list[AuditEvent]:
+        return [
+            AuditEvent(
+                key=f"wf:{order_id}/run/{n}",
+                order_id=order_id,
+                type="state_changed",
+                ts="2026-11-25T10:00:00.123456+00:00",
+                detail={"n": n, "version": version},
+            )
+            for n in range(3)
+        ]
+
+    repo.write_progress(order_id, batch("discarded"))
+    repo.write_progress(order_id, batch("committed")[1:])
     events = repo.order_view(order_id)["events"]
-    assert [e["payload_json"] for e in events] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert [e["payload_json"] for e in events] == [
+        {"n": 0, "version": "discarded"},
+        {"n": 1, "version": "committed"},
+        {"n": 2, "version": "committed"},
+    ]
     assert events[0]["ts"].microsecond == 123456
 
 
