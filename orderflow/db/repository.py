@@ -149,13 +149,13 @@ def _step_record(row: Any) -> StepRecord:
     return StepRecord(row.step_key, row.status, row.attempts, row.failures, row.result_json, row.error)
 
 
-def _step_row(key: str, order_id: str, step: str, status: str, now: datetime) -> dict[str, Any]:
+def _step_row(key: str, order_id: str, step: str, status: str, now: datetime, attempts: int = 0) -> dict[str, Any]:
     return dict(
         step_key=key,
         order_id=order_id,
         step=step,
         status=status,
-        attempts=0,
+        attempts=attempts,
         failures=0,
         created_at=now,
         updated_at=now,
@@ -409,8 +409,9 @@ class Repository:
         """
         now = utcnow()
         with self.engine.begin() as conn:
-            if first:
-                _insert_ignore(conn, steps, [_step_row(key, order_id, step, "running", now)])
+            # The usual case, one statement: the first attempt of a new step creates its row.
+            if first and _insert_ignore(conn, steps, [_step_row(key, order_id, step, "running", now, attempts=1)]):
+                return 1, StepRecord(key, "running", 1, 0)
             conn.execute(
                 sa.update(steps)
                 .where(steps.c.step_key == key, steps.c.status == "running")
@@ -456,7 +457,10 @@ class Repository:
             record = self._step(conn, key)
             if closed and status == "succeeded" and order_state is not None and order_id is not None:
                 self._advance(conn, order_id, order_state)
-            if closed and timeout_event is not None:
+            last = record.attempts - (1 if status == "succeeded" else 0)
+            if closed and timeout_event is not None and last == 0:
+                record.attempt_errors = []  # a first attempt that succeeded: no earlier attempt to account for
+            elif closed and timeout_event is not None:
                 prefix = f"step:{key}#"
                 have = {
                     k: (t, p)
@@ -466,7 +470,6 @@ class Repository:
                         )
                     )
                 }
-                last = record.attempts - (1 if status == "succeeded" else 0)
                 missing = [
                     _event_row(
                         AuditEvent(
