@@ -129,6 +129,23 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
     return {name: after[name] - before.get(name, 0.0) for name in after}
 
 
+def machine_reference() -> float:
+    """CPU-seconds of a fixed pure-Python workload (best of three), taken before a run.
+
+    CPU per order depends on the machine as much as on the code: two sessions' 2-core machines
+    gave 0.14-0.17 and 0.20-0.22 CPU-s/order for the same commit (the Go dev server's share
+    moved as much as the Python workers'). Quote this figure with CPU numbers to compare them.
+    """
+    best = float("inf")
+    for _ in range(3):
+        began = time.process_time()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.process_time() - began)
+    return round(best, 3)
+
+
 def driver_cpu() -> float:
     times = psutil.Process().cpu_times()
     return times.user + times.system

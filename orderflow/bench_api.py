@@ -30,7 +30,15 @@ from tqdm import tqdm
 
 from orderflow import audit
 from orderflow import client as order_client
-from orderflow.bench import PROCESS_LABELS, bench_settings, cpu_delta, driver_cpu, percentile, sample_rss
+from orderflow.bench import (
+    PROCESS_LABELS,
+    bench_settings,
+    cpu_delta,
+    driver_cpu,
+    machine_reference,
+    percentile,
+    sample_rss,
+)
 from orderflow.db.repository import Repository
 from orderflow.devstack import ProcessStack, free_port
 from orderflow.worker import WORKFLOW_RUNNER
@@ -72,6 +80,7 @@ class ApiReport:
     cpu_seconds_per_order: dict[str, float]
     peak_rss_mb: dict[str, float]
     history_events_per_order: dict[str, float]
+    machine_reference_cpu_s: float  # bench.machine_reference(): CPU figures scale with it
     replay: dict
     invariant_violations: list[str]
     notes: list[str] = field(default_factory=list)
@@ -157,6 +166,7 @@ async def run_api(
     progress: bool = True,
 ) -> tuple[ApiReport, list[ApiOrder]]:
     workdir.mkdir(parents=True, exist_ok=True)
+    reference = machine_reference()
     db_url = db_url or f"sqlite:///{workdir / 'api.db'}"
     extra = {"max_in_flight": max_in_flight} if max_in_flight is not None else {}
     settings = bench_settings(db_url, **extra)
@@ -243,6 +253,7 @@ async def run_api(
             "order": round(sum(order_events) / len(order_events), 1) if order_events else 0.0,
             "shipping (all shipments of an order)": round(child_events / n, 1) if n else 0.0,
         },
+        machine_reference_cpu_s=reference,
         replay=replay,
         invariant_violations=violations,
         notes=[
@@ -273,6 +284,8 @@ def render_api(report: ApiReport, budget: float) -> str:
             + ", ".join(f"{k} {v:.1%}" for k, v in report.outcomes.items()),
             f"throughput: {report.throughput_per_s} admitted orders/s over {report.wall_seconds} s",
             "CPU-seconds per order: " + ", ".join(f"{k} {v}" for k, v in report.cpu_seconds_per_order.items()),
+            f"machine reference: {report.machine_reference_cpu_s} CPU-s for a fixed Python loop "
+            "(CPU figures scale with it; see bench.machine_reference)",
             "history events per order: " + ", ".join(f"{k} {v}" for k, v in report.history_events_per_order.items()),
             f"replay: {report.replay['failures']} failures in {report.replay['histories']} histories",
             "invariants: "
