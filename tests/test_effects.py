@@ -175,6 +175,29 @@ async def test_without_a_shipping_worker_the_order_fails_in_time_and_is_refunded
     await agree(stack, order_id)
 
 
+async def test_a_dispatch_the_child_never_reported_is_found_and_recorded(stack, scripted):
+    """Found by the soak with a database outage: the parcel went out, but the child never
+    reported it (here: no shipping worker polls, the parcel was dispatched by one that died).
+    At the deadline the parent settles the shipment, finds it dispatched, and the order ships,
+    with a `dispatched` event in its trail like any other shipped order."""
+    scripted.set()
+    order_id = new_id("unreported")
+    req = order_client.new_order(order_id, f"pay-{order_id}", address="9 Late Lane", budget_seconds=7)
+    settings = stack.settings.__class__(**{**stack.settings.__dict__, "shipping_task_queue": "nobody-reports-here"})
+    handle = await order_client.start_order(stack.client, req, settings)
+    assert await order_client.approve_when_ready(handle)
+    async with asyncio.timeout(5):
+        while (await order_client.status(stack.client, order_id)).state != OrderState.SHIPPING:
+            await asyncio.sleep(0.05)
+    stack.repo.prepare_shipment(order_id, 1, "9 Late Lane")  # what the vanished shipping worker wrote
+    stack.repo.dispatch_shipment(order_id, 1, "9 Late Lane")
+    result = await handle.result()
+    assert (result.state, result.payment) == (OrderState.SHIPPED, PaymentState.CHARGED)
+    trail = [e["type"] for e in stack.repo.order_view(order_id, event_limit=1000)["events"]]
+    assert "late_dispatch_found" in trail and trail.count("dispatched") == 1
+    await agree(stack, order_id)
+
+
 async def test_a_cancel_does_not_wait_for_an_absent_child(stack, scripted):
     scripted.set()
     order_id = new_id("noworkercancel")

@@ -10,18 +10,21 @@ Run it alone to see its figures: `.venv/bin/python -m pytest tests/test_soak.py 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import time
 import uuid
 from collections import Counter
 
 import httpx
+import pytest
 
 from orderflow import audit
 from orderflow import client as order_client
 from orderflow.bench_api import histories_of, replay_histories
 from orderflow.config import Settings
 from orderflow.devstack import ProcessStack, free_port
+from tests.helpers import CuttableProxy
 
 # 12 a second for 5 s: more than two cores finish (~11.5/s), with no load shedding, so the
 # faults below land on an overloaded stack (the histories replayed at the end are produced under it).
@@ -30,12 +33,27 @@ ARRIVALS_PER_SECOND = 12.0
 RETRYABLE = {503, 504}
 
 
-async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
+@pytest.mark.parametrize("database", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
+async def test_orders_survive_faults_and_agree_everywhere(tmp_path, request, database):
     rng = random.Random(8)  # which orders get address changes and cancels (the faults stay random)
     tag = uuid.uuid4().hex[:6]
+    proxy = None
+    if database == "mysql" and os.environ.get("ORDERFLOW_SOAK_DB_CUT") == "1":
+        # Reached through a proxy whose line the faults cut for 1.5 s. Off in CI: with the cut,
+        # about one run in three leaves orders whose next local activity never starts (README
+        # "Limits"); this is the reproduction.
+        mysql_url = request.getfixturevalue("mysql_url")
+        host_port = mysql_url.split("@", 1)[1].split("/", 1)[0]
+        host, _, port = host_port.partition(":")
+        proxy = CuttableProxy((host, int(port or 3306)))
+        db_url = mysql_url.replace(host_port, f"127.0.0.1:{proxy.start()}")
+    elif database == "mysql":
+        db_url = request.getfixturevalue("mysql_url")
+    else:
+        db_url = f"sqlite:///{tmp_path / 'soak.db'}"
     settings = Settings(
         temporal_address=f"127.0.0.1:{free_port()}",
-        db_url=f"sqlite:///{tmp_path / 'soak.db'}",
+        db_url=db_url,
         log_level="WARNING",
         max_in_flight=0,
     ).with_own_queues(f"soak-{tag}")
@@ -69,7 +87,7 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
         )
         assert started is not None and started.status_code in (201, 409), started and started.text
         plan = rng.choice(["plain", "plain", "address", "cancel_after_approve", "cancel_in_shipping"])
-        while True:  # the reviewer
+        for _ in range(150):  # the reviewer, for up to ~30 s (an order stuck here fails below, not hangs)
             status = await call(http, "GET", f"/orders/{order_id}/status")
             body = status.json() if status is not None and status.status_code == 200 else {}
             if body.get("temporal_status", "RUNNING") != "RUNNING":
@@ -78,6 +96,8 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
                 await call(http, "POST", f"/orders/{order_id}/signals/approve")
                 break
             await asyncio.sleep(0.2)
+        else:
+            return order_id
         if plan == "cancel_after_approve":
             await call(http, "POST", f"/orders/{order_id}/signals/cancel", json={"reason": "soak"})
         elif plan in ("address", "cancel_in_shipping"):
@@ -111,7 +131,15 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
             await asyncio.sleep(1)
             stack.respawn(worker)
             note(f"{worker} worker started again")
-        await asyncio.sleep(2)
+        if proxy is not None:
+            await asyncio.sleep(0.5)
+            proxy.cut()
+            note("database cut")
+            await asyncio.sleep(1.5)
+            proxy.restore()
+            note("database back")
+        else:
+            await asyncio.sleep(2)
         note("Temporal server stopped")
         await stack.restart_server(down_seconds=1.0)
         note("Temporal server back")
@@ -139,6 +167,8 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
             repo.engine.dispose()
         replay = await replay_histories(await histories_of(client, stack, ids))
 
+    if proxy is not None:
+        proxy.stop()
     late = sorted(s for s in seconds.values() if s >= 15)
     print(f"\nsoak: {ORDERS} orders over HTTP at {ARRIVALS_PER_SECOND}/s; faults: {'; '.join(timeline)}")
     print(
@@ -150,4 +180,4 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path):
     assert replay["failures"] == 0, replay["first_failures"]
     assert codes[500] == 0 and not [c for c in codes if c >= 500 and c not in RETRYABLE]
     assert sum(outcomes.values()) == ORDERS
-    assert len(timeline) == 6
+    assert len(timeline) == (8 if proxy else 6)

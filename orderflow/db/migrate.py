@@ -25,7 +25,8 @@ def ensure_database(url: str) -> None:
     parsed = sa.engine.make_url(url)
     if parsed.get_backend_name() != "mysql" or not parsed.database:
         return
-    server = sa.create_engine(parsed.set(database=""))
+    # Same connect/read timeouts as the app's engine: a black-holed server is an error, not a hang.
+    server = make_engine(parsed.set(database="").render_as_string(hide_password=False))
     with server.begin() as conn:
         conn.execute(sa.text(f"CREATE DATABASE IF NOT EXISTS `{parsed.database}` CHARACTER SET utf8mb4"))
     server.dispose()

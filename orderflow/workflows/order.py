@@ -285,8 +285,11 @@ class OrderWorkflow:
             SettleRequest(self.req.order_id, "dispatch", child_id, run_id, shipment_no, status),
         )
         if settled.shipment == "dispatched":
+            # As the child records it: the parcel went, found late, and its trail says where.
+            address = settled.address or self.address
             self.trail.record("late_dispatch_found", "dispatch", shipment_no)
-            return ShippingResult(shipment_no, dispatched=True, address=settled.address or self.address)
+            self.trail.record("dispatched", "dispatch", shipment_no, address=address)
+            return ShippingResult(shipment_no, dispatched=True, address=address)
         reason = "cancelled" if self.cancel_requested else "no shipping worker finished it before the deadline"
         return ShippingResult(shipment_no, dispatched=False, address=self.address, reason=reason, out_of_time=True)
 
