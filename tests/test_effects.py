@@ -11,6 +11,7 @@ re-run would take different paths if the steps were not keyed.
 
 import asyncio
 import functools
+from dataclasses import replace
 
 import pytest
 from temporalio import workflow
@@ -68,6 +69,19 @@ async def start(stack, prefix: str, **kw):
     handle = await order_client.start_order(
         stack.client, order_client.new_order(order_id, f"pay-{order_id}", **kw), stack.settings
     )
+    return order_id, handle
+
+
+async def shipping_with_no_worker(stack, prefix: str, **kw):
+    """An approved order (7 s budget) in its shipping step, on a shipping queue nobody polls."""
+    order_id = new_id(prefix)
+    req = order_client.new_order(order_id, f"pay-{order_id}", budget_seconds=7, **kw)
+    settings = replace(stack.settings, shipping_task_queue=f"nobody-polls-{order_id}")
+    handle = await order_client.start_order(stack.client, req, settings)
+    assert await order_client.approve_when_ready(handle)
+    async with asyncio.timeout(5):
+        while (await order_client.status(stack.client, order_id)).state != OrderState.SHIPPING:
+            await asyncio.sleep(0.05)
     return order_id, handle
 
 
@@ -181,14 +195,7 @@ async def test_a_dispatch_the_child_never_reported_is_found_and_recorded(stack, 
     At the deadline the parent settles the shipment, finds it dispatched, and the order ships,
     with a `dispatched` event in its trail like any other shipped order."""
     scripted.set()
-    order_id = new_id("unreported")
-    req = order_client.new_order(order_id, f"pay-{order_id}", address="9 Late Lane", budget_seconds=7)
-    settings = stack.settings.__class__(**{**stack.settings.__dict__, "shipping_task_queue": "nobody-reports-here"})
-    handle = await order_client.start_order(stack.client, req, settings)
-    assert await order_client.approve_when_ready(handle)
-    async with asyncio.timeout(5):
-        while (await order_client.status(stack.client, order_id)).state != OrderState.SHIPPING:
-            await asyncio.sleep(0.05)
+    order_id, handle = await shipping_with_no_worker(stack, "unreported", address="9 Late Lane")
     stack.repo.prepare_shipment(order_id, 1, "9 Late Lane")  # what the vanished shipping worker wrote
     stack.repo.dispatch_shipment(order_id, 1, "9 Late Lane")
     result = await handle.result()
@@ -200,14 +207,7 @@ async def test_a_dispatch_the_child_never_reported_is_found_and_recorded(stack, 
 
 async def test_a_cancel_does_not_wait_for_an_absent_child(stack, scripted):
     scripted.set()
-    order_id = new_id("noworkercancel")
-    req = order_client.new_order(order_id, f"pay-{order_id}", budget_seconds=7)
-    settings = stack.settings.__class__(**{**stack.settings.__dict__, "shipping_task_queue": "nobody-polls-either"})
-    handle = await order_client.start_order(stack.client, req, settings)
-    assert await order_client.approve_when_ready(handle)
-    async with asyncio.timeout(5):
-        while (await order_client.status(stack.client, order_id)).state != OrderState.SHIPPING:
-            await asyncio.sleep(0.05)
+    order_id, handle = await shipping_with_no_worker(stack, "noworkercancel")
     answer = await asyncio.wait_for(order_client.cancel(stack.client, order_id, "no rush"), 4)
     assert answer == "order cancelled; the payment was refunded"
     result = await handle.result()
