@@ -17,6 +17,7 @@ the injected ``RuntimeError`` and timeouts are retried by the core (the workflow
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -41,6 +42,7 @@ from orderflow.models import (
     StepResult,
 )
 
+LOG = logging.getLogger(__name__)
 NON_RETRYABLE = (ValueError, PaymentConflict, PaymentClosed, CarrierRejected, ShipmentClosed)
 
 
@@ -59,6 +61,18 @@ class QuietFailureConverter(DefaultFailureConverter):
         if isinstance(exception, (AttemptFailed, asyncio.CancelledError)):
             exception.__traceback__ = None
         super().to_failure(exception, payload_converter, failure)
+
+
+def _report_background_failure(written: asyncio.Future) -> None:
+    """A timed-out attempt's event is written in the background; if the database is down then,
+    say so in one line (close_step backfills the event later) instead of asyncio's
+    "Future exception was never retrieved" traceback (seen in the database-cut soak)."""
+    if not written.cancelled() and written.exception() is not None:
+        LOG.warning("timed-out attempt not recorded yet: %s", _one_line(written.exception()))
+
+
+def _one_line(err: BaseException | None) -> str:
+    return str(err).splitlines()[0] if err is not None and str(err) else type(err).__name__
 
 
 def step_key(workflow_id: str, run_id: str, step: str) -> str:
@@ -119,21 +133,14 @@ class StepActivities:
             await asyncio.to_thread(
                 self.db.record_attempt, key, self._event(req, key, n, "step_failed", message), False
             )
-            return _answer(
-                await asyncio.to_thread(
-                    self.db.close_step,
-                    key,
-                    "failed",
-                    error=message,
-                    timeout_event=self._event(req, key, 0, "attempt_timed_out"),
-                )
-            )
+            return await self._close_failed(req, key, message)
         except asyncio.CancelledError:
             details = activity.cancellation_details()
             if details is not None and details.timed_out:
                 # Written in the background: the core is already starting the next attempt.
                 event = self._event(req, key, n, "attempt_timed_out", "timed out")
-                asyncio.get_running_loop().run_in_executor(None, self.db.record_attempt, key, event, False)
+                written = asyncio.get_running_loop().run_in_executor(None, self.db.record_attempt, key, event, False)
+                written.add_done_callback(_report_background_failure)
             raise
         except Exception as err:  # the injected fault, or a database error: retried by the core
             message = f"{type(err).__name__}: {err}" if not isinstance(err, RuntimeError) else str(err)
@@ -141,16 +148,7 @@ class StepActivities:
                 self.db.record_attempt, key, self._event(req, key, n, "attempt_failed", message), True
             )
             if req.max_attempts and n >= req.max_attempts:
-                reason = f"failed {n} times, last: {message}"
-                return _answer(
-                    await asyncio.to_thread(
-                        self.db.close_step,
-                        key,
-                        "failed",
-                        error=reason,
-                        timeout_event=self._event(req, key, 0, "attempt_timed_out"),
-                    )
-                )
+                return await self._close_failed(req, key, f"failed {n} times, last: {message}")
             raise AttemptFailed(message, type=type(err).__name__) from None
         extra = await asyncio.to_thread(detail, value)
         record = await asyncio.to_thread(
@@ -161,6 +159,13 @@ class StepActivities:
             order_state=req.state,
             order_id=req.order_id,
             timeout_event=self._event(req, key, 0, "attempt_timed_out"),
+        )
+        return _answer(record)
+
+    async def _close_failed(self, req: StepRequest, key: str, error: str) -> StepResult:
+        """Record the step as failed (the first outcome wins) and answer with its final record."""
+        record = await asyncio.to_thread(
+            self.db.close_step, key, "failed", error=error, timeout_event=self._event(req, key, 0, "attempt_timed_out")
         )
         return _answer(record)
 
