@@ -227,6 +227,13 @@ async def run(
     return report, runs
 
 
+def invariants_line(violations: list[str]) -> str:
+    """The report line both benchmarks end with: all hold, or the first few broken."""
+    if not violations:
+        return "invariants: all hold"
+    return f"invariants: {len(violations)} broken: " + "; ".join(violations[:5])
+
+
 def render(report: Report, budget: float) -> str:
     lines = [
         f"== {report.label}: {report.orders} orders, concurrency {report.concurrency}, "
@@ -242,12 +249,7 @@ def render(report: Report, budget: float) -> str:
         + ", ".join(f"{s} {v['failures']}/{v['timeouts']}" for s, v in report.steps.items()),
         "worker peak RSS: " + ", ".join(f"{k} {v} MB" for k, v in report.worker_peak_rss_mb.items()),
         "CPU per order: " + ", ".join(f"{k} {v} ms" for k, v in report.cpu_ms_per_order.items()),
-        "invariants: "
-        + (
-            "all hold"
-            if not report.invariant_violations
-            else f"{len(report.invariant_violations)} broken: " + "; ".join(report.invariant_violations[:5])
-        ),
+        invariants_line(report.invariant_violations),
     ]
     return "\n".join(lines)
 

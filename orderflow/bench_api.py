@@ -35,6 +35,7 @@ from orderflow.bench import (
     bench_settings,
     cpu_delta,
     driver_cpu,
+    invariants_line,
     machine_reference,
     percentile,
     sample_rss,
@@ -288,12 +289,7 @@ def render_api(report: ApiReport, budget: float) -> str:
             "(CPU figures scale with it; see bench.machine_reference)",
             "history events per order: " + ", ".join(f"{k} {v}" for k, v in report.history_events_per_order.items()),
             f"replay: {report.replay['failures']} failures in {report.replay['histories']} histories",
-            "invariants: "
-            + (
-                "all hold"
-                if not report.invariant_violations
-                else f"{len(report.invariant_violations)} broken: " + "; ".join(report.invariant_violations[:5])
-            ),
+            invariants_line(report.invariant_violations),
         ]
     )
 

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from orderflow.config import Settings
@@ -261,6 +261,10 @@ class ProcessStack:
     - one ``orderflow worker KIND`` process per kind in ``workers``;
     - ``orderflow api`` on ``api_host:api_port`` (unless ``api_port`` is None).
 
+    Each process gets ``settings``, changed by ``overrides[name]`` (Settings fields) and with
+    ``extra_args[name]`` on its command line: what a deployment gives each service of its own
+    (docker-compose.yml: a database user per service; a metrics port per worker).
+
     Every child dies with this process (``die_with_parent``) and runs in its own session, so
     a terminal's Ctrl-C reaches only the parent, which stops them all (``stop``). Their logs
     go through one ``LogRelay`` to ``logs`` (None: discarded). Start and stop it from the
@@ -275,6 +279,8 @@ class ProcessStack:
     workers: tuple[str, ...] = ("orders", "shipping")
     fast_timers: bool = True
     logs: IO[str] | None = None
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    extra_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
     server: DevServer | None = field(default=None, init=False)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict, init=False)
 
@@ -300,7 +306,9 @@ class ProcessStack:
     def _spawn(self, name: str, *args: str) -> None:
         from dataclasses import replace
 
-        settings = replace(self.settings, metrics_address=self.metrics_address(name))
+        changes = {"metrics_address": self.metrics_address(name), **self.overrides.get(name, {})}
+        settings = replace(self.settings, **changes)
+        args += self.extra_args.get(name, ())
         process = spawn_orderflow(*args, settings=settings, output=subprocess.PIPE, own_session=True)
         self.processes[name] = process
         self.relay.follow(name, process.stdout)

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ import yaml
 from orderflow import cli
 from orderflow.config import Settings
 from orderflow.db import migrate
-from orderflow.devstack import FAST_TIMERS, free_port, spawn_orderflow
+from orderflow.devstack import FAST_TIMERS, ProcessStack, free_port
 from tests.helpers import MYSQL_SERVER
 
 ROOT = Path(__file__).parents[1]
@@ -289,23 +290,16 @@ def test_the_least_privilege_users_carry_a_real_order_and_no_more(app_db, dev_se
 
     tag = uuid.uuid4().hex[:6]
     base = Settings(temporal_address=dev_server.address, log_level="WARNING").with_own_queues(f"c{tag}")
-    port = free_port()
-    procs = [
-        spawn_orderflow("worker", "orders", settings=replace(base, db_url=app_db["worker"])),
-        spawn_orderflow("worker", "shipping", settings=replace(base, db_url=app_db["worker"])),
-        spawn_orderflow("api", "--port", str(port), settings=replace(base, db_url=app_db["api"])),
-    ]
+    # As docker-compose.yml runs them: each service with its own database user.
+    worker_db = {"db_url": app_db["worker"]}
+    stack = ProcessStack(
+        replace(base, db_url=app_db["migrate"]),
+        api_port=free_port(),
+        overrides={"orders": worker_db, "shipping": worker_db, "api": {"db_url": app_db["api"]}},
+    )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
-            end = time.monotonic() + 30
-            while True:
-                try:
-                    if http.get("/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < end, "the API did not become healthy"
-                time.sleep(0.1)
+        asyncio.run(stack.start())
+        with httpx.Client(base_url=stack.api_url or "", timeout=20) as http:
             order_id = f"compose-{tag}"
             assert http.post(f"/orders/{order_id}/start", params={"payment_id": f"p-{order_id}"}).status_code == 201
             end = time.monotonic() + 20
@@ -320,10 +314,7 @@ def test_the_least_privilege_users_carry_a_real_order_and_no_more(app_db, dev_se
             metrics = http.get("/metrics").text
             assert 'orderflow_orders_ended_total{state="' + state["order"]["state"] + '"} 1.0' in metrics
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
+        stack.stop()
 
 
 def test_init_script_refuses_passwords_it_cannot_quote():

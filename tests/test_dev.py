@@ -12,6 +12,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -25,7 +27,9 @@ from orderflow.devstack import free_port
 READY = "Ctrl-C stops everything."
 
 
-def start_dev(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
+@contextmanager
+def running_dev(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, Path, Path]]:
+    """`orderflow dev` with its output in files; killed at the end if the test left it running."""
     env = {k: v for k, v in os.environ.items() if k not in ("ORDERFLOW_DB_URL", "TEMPORAL_ADDRESS")}
     env["ORDERFLOW_LOG_LEVEL"] = "INFO"
     out, err = tmp_path / "dev.out", tmp_path / "dev.err"
@@ -45,7 +49,12 @@ def start_dev(tmp_path: Path) -> tuple[subprocess.Popen, Path, Path]:
     ]
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env)
-    return proc, out, err
+    try:
+        yield proc, out, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def wait_banner(proc: subprocess.Popen, out: Path, err: Path, timeout: float = 90.0) -> dict:
@@ -78,8 +87,7 @@ def wait_gone(pids, timeout: float = 20.0) -> list[int]:
 
 
 def test_dev_runs_each_part_in_its_own_process_and_ctrl_c_stops_them_all(tmp_path):
-    proc, out, err = start_dev(tmp_path)
-    try:
+    with running_dev(tmp_path) as (proc, out, err):
         up = wait_banner(proc, out, err)
         pids = up["pids"]
         assert set(pids) == {"temporal", "api", "orders", "shipping"}
@@ -107,10 +115,6 @@ def test_dev_runs_each_part_in_its_own_process_and_ctrl_c_stops_them_all(tmp_pat
 
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert wait_gone(pids.values()) == [], "a child of orderflow dev outlived it"
     assert "orderflow dev stopped" in out.read_text()
 
@@ -125,15 +129,10 @@ def test_dev_runs_each_part_in_its_own_process_and_ctrl_c_stops_them_all(tmp_pat
 
 def test_children_die_even_when_orderflow_dev_is_killed(tmp_path):
     """SIGKILL gives `orderflow dev` no chance to clean up: the children end on their own."""
-    proc, out, err = start_dev(tmp_path)
-    try:
+    with running_dev(tmp_path) as (proc, out, err):
         pids = wait_banner(proc, out, err)["pids"]
         proc.kill()
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert wait_gone(pids.values()) == [], "a child outlived a killed orderflow dev"
 
 

@@ -4,18 +4,18 @@ SDK's metrics (one configured by --metrics-port, one by ORDERFLOW_METRICS_ADDRES
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from orderflow.config import Settings
-from orderflow.db import migrate
-from orderflow.devstack import free_port, spawn_orderflow
+from orderflow.devstack import ProcessStack, free_port
 
 ORDERS = 3
 
@@ -60,38 +60,34 @@ class Endpoints:
 
 @pytest.fixture(scope="module")
 def endpoints(dev_server, tmp_path_factory) -> Iterator[Endpoints]:
-    db_url = f"sqlite:///{tmp_path_factory.mktemp('metrics') / 'metrics.db'}"
-    migrate.upgrade(db_url)
     tag = uuid.uuid4().hex[:6]
     settings = Settings(
         temporal_address=dev_server.address,
-        db_url=db_url,
+        db_url=f"sqlite:///{tmp_path_factory.mktemp('metrics') / 'metrics.db'}",
         log_level="WARNING",
-        orders_task_queue=f"orders-tq-m{tag}",
-        shipping_task_queue=f"shipping-tq-m{tag}",
-    )
+    ).with_own_queues(f"m{tag}")
     orders_port, shipping_port, api_port = free_port(), free_port(), free_port()
-    procs = [
-        spawn_orderflow("worker", "orders", "--metrics-port", str(orders_port), settings=settings),
-        spawn_orderflow("worker", "shipping", settings=replace(settings, metrics_address=f"127.0.0.1:{shipping_port}")),
-        spawn_orderflow("api", "--port", str(api_port), settings=settings),
-    ]
+    # The orders worker is told its port by --metrics-port, the shipping worker by
+    # ORDERFLOW_METRICS_ADDRESS (its Settings): both ways a deployment can say it.
+    stack = ProcessStack(
+        settings,
+        api_port=api_port,
+        extra_args={"orders": ("--metrics-port", str(orders_port))},
+        overrides={"shipping": {"metrics_address": f"127.0.0.1:{shipping_port}"}},
+    )
     found = Endpoints(
-        f"http://127.0.0.1:{api_port}",
+        stack.api_url or "",
         f"http://127.0.0.1:{orders_port}/metrics",
         f"http://127.0.0.1:{shipping_port}/metrics",
         settings.orders_task_queue,
     )
     try:
-        wait_until(lambda: httpx.get(f"{found.api}/healthz", timeout=1).status_code == 200, "the API")
+        asyncio.run(stack.start())  # migrates the database, waits for the API and both workers
         for url in (found.orders_worker, found.shipping_worker):
             wait_until(lambda url=url: httpx.get(url, timeout=1).status_code == 200, url)
         yield found
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(10)
+        stack.stop()
 
 
 def run_orders(http: httpx.Client, n: int) -> list[str]:

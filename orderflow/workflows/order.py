@@ -389,17 +389,15 @@ class OrderWorkflow:
         return None
 
     def _cancel_refusal(self) -> str | None:
-        if self.state.terminal:
-            return f"order already ended ({self.state.value})"
-        if self.state == OrderState.DISPATCHED:
-            return "order was already dispatched"
-        if self.cancel_requested:
-            return "order is already being cancelled"
-        return None
+        return self._too_late() or ("order is already being cancelled" if self.cancel_requested else None)
 
     def _address_refusal(self, new_address: str) -> str | None:
         if not new_address or not new_address.strip():
             return "new address is empty"
+        return self._too_late()
+
+    def _too_late(self) -> str | None:
+        """Why nothing about the order can change any more (None: it still can)."""
         if self.state.terminal:
             return f"order already ended ({self.state.value})"
         if self.state == OrderState.DISPATCHED:
