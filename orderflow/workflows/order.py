@@ -86,6 +86,7 @@ class OrderWorkflow:
         self.shipping_steps: dict[str, StepStats] = {}
         self.trail = AuditTrail(req.order_id)
         self.steps = StepRunner(req.policy, self.trail)
+        self.step = "start"  # what status() says the order is doing
         self.started = workflow.info().workflow_start_time
         self.deadline = self.started + timedelta(seconds=req.budget_seconds)
         self.work_deadline = self.deadline - timedelta(seconds=self.policy.refund_reserve_seconds)
@@ -165,6 +166,7 @@ class OrderWorkflow:
     ) -> StepResult:
         if interruptible and self.cancel_requested:
             raise StepInterrupted(step, f"{step} not started: order is being cancelled")
+        self.step = step
         result = await self.steps.run(
             activity,
             self._request(step, persist or state),
@@ -188,7 +190,7 @@ class OrderWorkflow:
     async def _review(self) -> None:
         """Wait for a human's approval, or a cancellation, until the review deadline."""
         self._enter(OrderState.AWAITING_REVIEW)
-        self.steps.current = "review"
+        self.step = "review"
         now = workflow.now()
         review_deadline = self.work_deadline - timedelta(seconds=self.policy.post_review_reserve_seconds)
         if self.req.review_timeout_seconds is not None:
@@ -216,7 +218,7 @@ class OrderWorkflow:
             self.shipping = f"shipment {shipment_no}: in progress"
             if self.state != OrderState.SHIPPING:
                 self._enter(OrderState.SHIPPING)
-            self.steps.current = "shipping"
+            self.step = "shipping"
             result = await self._run_child(shipment_no)
             for name, stats in result.steps.items():
                 total = self.shipping_steps.setdefault(name, StepStats())
@@ -319,6 +321,7 @@ class OrderWorkflow:
             self.payment = PaymentState.REFUNDING
             self.trail.record("compensation_started", "refund", reason=reason)
             # A refund is never abandoned: it retries until the payment is refunded or voided.
+            self.step = "refund"
             refund = await self.steps.run(OrderActivities.refund_payment, self._request("refund"), deadline=None)
             self.payment = PaymentState(refund.value)
             self.trail.record("compensation_finished", "refund", payment=self.payment.value)
@@ -340,7 +343,7 @@ class OrderWorkflow:
     async def _finish(self, state: OrderState, reason: str | None) -> None:
         self._enter(state)
         self.reason = reason
-        self.steps.current = "done"
+        self.step = "done"
         elapsed = (workflow.now() - self.started).total_seconds()
         self.trail.record(
             f"order_{state.value}",
@@ -519,7 +522,7 @@ class OrderWorkflow:
         return OrderStatus(
             order_id=self.req.order_id,
             state=self.state,
-            step=self.steps.current,
+            step=self.step,
             address=self.address,
             payment=self.payment,
             shipping=self.shipping,

@@ -29,6 +29,7 @@ class ShippingWorkflow:
         self.dispatched = False
         self.trail = AuditTrail(req.order_id)  # its events reach the database through the parent
         self.steps = StepRunner(req.policy, self.trail)
+        self.step = "prepare"  # what status() says the shipment is doing
 
     @workflow.run
     async def run(self, req: ShippingRequest) -> ShippingResult:
@@ -43,6 +44,7 @@ class ShippingWorkflow:
             await workflow.sleep(timedelta(milliseconds=1), summary="take address changes before dispatch")
             # The core retries dispatch up to ``dispatch_attempts`` times; the activity counts
             # attempts in the database, so a re-run of this task cannot add five more.
+            self.step = "dispatch"
             dispatch = self._request("dispatch", OrderState.DISPATCHED)
             dispatch.max_attempts = req.policy.dispatch_attempts
             result = await self.steps.run(
@@ -109,7 +111,7 @@ class ShippingWorkflow:
         return {
             "order_id": self.req.order_id,
             "shipment_no": self.req.shipment_no,
-            "step": self.steps.current,
+            "step": self.step,
             "address": self.address,
             "dispatched": self.dispatched,
             "recent_errors": list(self.steps.errors),

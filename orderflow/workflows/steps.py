@@ -109,7 +109,6 @@ class StepRunner:
         self.trail = trail
         self.stats: dict[str, StepStats] = {}
         self.errors: list[str] = []
-        self.current = "start"
 
     def retry_policy(self, max_attempts: int = 0) -> RetryPolicy:
         p = self.policy
@@ -137,7 +136,6 @@ class StepRunner:
         closed in the database first, and a late attempt that did succeed wins.
         """
         step = req.step
-        self.current = step
         self.stats[step] = StepStats(state="running")
         options: dict[str, Any] = dict(
             start_to_close_timeout=timedelta(seconds=self.policy.attempt_timeout_seconds),
