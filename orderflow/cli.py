@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -127,8 +128,23 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if outcome else 0
 
 
+def tune_gc() -> None:
+    """For a long-running worker or API process, once its modules are loaded.
+
+    ``freeze`` moves what start-up loaded (the SDK, SQLAlchemy, FastAPI) out of the collector's
+    sight, and the thresholds make young-generation passes rarer (default: every 700
+    allocations). Measured with `orderflow bench --api --rate 8 --duration 60`, three runs each
+    way: orders worker 0.067 -> 0.062 CPU-s per order, shipping worker 0.036 -> 0.034, all
+    processes 0.187 -> 0.176 (runs vary by about 5 %); peak RSS +5 MB.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 100)
+
+
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     (worker,) = await _workers(settings, (args.kind,))
+    tune_gc()
     log.info(
         "worker started",
         extra={
@@ -145,6 +161,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
 async def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
     from orderflow.api import serve
 
+    tune_gc()
     await _run_until_stopped(serve(settings, args.host, args.port))
 
 
