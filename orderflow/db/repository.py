@@ -405,18 +405,24 @@ class Repository:
         A step that already has an outcome is not counted: the caller answers with the
         recorded outcome. Numbers come from the database, so they stay unique when a
         discarded workflow task runs the step again. ``first``: the first attempt of this
-        execution, which creates the row if needed (later ones find it).
+        execution, which usually creates the row (later ones usually find it).
         """
         now = utcnow()
+        row = _step_row(key, order_id, step, "running", now, attempts=1)
         with self.engine.begin() as conn:
             # The usual case, one statement: the first attempt of a new step creates its row.
-            if first and _insert_ignore(conn, steps, [_step_row(key, order_id, step, "running", now, attempts=1)]):
+            if first and _insert_ignore(conn, steps, [row]):
                 return 1, StepRecord(key, "running", 1, 0)
-            conn.execute(
+            counted = conn.execute(
                 sa.update(steps)
                 .where(steps.c.step_key == key, steps.c.status == "running")
                 .values(attempts=steps.c.attempts + 1, updated_at=now)
-            )
+            ).rowcount
+            # No row yet although this is a later attempt: the earlier ones never reached the
+            # database (it was down). Without this, every later attempt failed on the missing
+            # row and the core retried it forever (found by the database-cut soak).
+            if not counted and _insert_ignore(conn, steps, [row]):
+                return 1, StepRecord(key, "running", 1, 0)
             record = self._step(conn, key)
         return record.attempts, record
 

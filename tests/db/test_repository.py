@@ -170,6 +170,20 @@ def test_a_step_counts_attempts_and_its_first_outcome_is_final(repo):
     assert sorted(trail, key=lambda t: t[1]) == [("attempt_failed", 1), ("attempt_timed_out", 2)]
 
 
+def test_a_later_attempt_creates_the_step_when_the_earlier_ones_never_reached_the_database(repo):
+    """The database was down for attempt 1 (it never wrote the row): attempt 2 must start the
+    step, not fail on the missing row forever (the stuck orders of the database-cut soak)."""
+    order_id, _ = fresh_order(repo)
+    key = _key()
+    n, record = repo.begin_attempt(key, order_id, "charge", first=False)
+    assert (n, record.status) == (1, "running")
+    assert repo.step_record(key).attempts == 1
+    assert repo.begin_attempt(key, order_id, "charge", first=False)[0] == 2
+    assert repo.close_step(key, "succeeded", result={"value": 1}).status == "succeeded"
+    n, final = repo.begin_attempt(key, order_id, "charge", first=False)  # a late one answers the outcome
+    assert (n, final.status, final.result) == (2, "succeeded", {"value": 1})
+
+
 def test_a_settled_step_answers_abandoned_to_a_late_attempt(repo):
     order_id, _ = fresh_order(repo)
     key = _key()
