@@ -154,7 +154,12 @@ async def replay_histories(histories: list[WorkflowHistory]) -> dict:
     results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
     by_run = {h.run_id: h.workflow_id for h in histories}
     failures = [f"{by_run.get(run, run)}: {err}" for run, err in results.replay_failures.items()]
-    return {"histories": len(histories), "failures": len(failures), "first_failures": failures[:5]}
+    return {
+        "histories": len(histories),
+        "failures": len(failures),
+        "first_failures": failures[:5],
+        "failed_runs": sorted(results.replay_failures),
+    }
 
 
 async def run_api(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import re
 import time
 import uuid
@@ -95,6 +96,12 @@ def temporal_error(err: TemporalError, what: str) -> OrderflowError:
 _runtimes: dict[str | None, Runtime] = {}
 
 
+def core_log_level() -> str:
+    """The SDK core's log level: ERROR, or ``ORDERFLOW_CORE_LOG`` (DEBUG prints every activation,
+    command and local-activity attempt: how the task-guard and stuck-step defects were found)."""
+    return os.environ.get("ORDERFLOW_CORE_LOG", "ERROR").upper()
+
+
 def runtime(metrics_address: str | None = None) -> Runtime:
     """The SDK runtime of this process (one per metrics address), its core's log lines limited to errors.
 
@@ -117,7 +124,7 @@ def runtime(metrics_address: str | None = None) -> Runtime:
         try:
             _runtimes[metrics_address] = Runtime(
                 telemetry=TelemetryConfig(
-                    logging=LoggingConfig(filter=TelemetryFilter("ERROR", "ERROR")), metrics=metrics
+                    logging=LoggingConfig(filter=TelemetryFilter(core_log_level(), "ERROR")), metrics=metrics
                 )
             )
         except Exception as err:  # the port is taken or not ours to bind

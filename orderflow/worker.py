@@ -17,6 +17,7 @@ from orderflow import workflows as workflows_package
 from orderflow.activities import all_activities
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
+from orderflow.task_guard import TaskGuardRunner
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 
 WORKER_KINDS = ("orders", "shipping")
@@ -35,10 +36,11 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 
 def worker_runner() -> WorkflowRunner:
+    """The live workers' runner, guarded against running history outside a workflow task (task_guard.py)."""
     if os.environ.get("ORDERFLOW_WORKFLOW_SANDBOX") == "1":
         compile_workflow_modules()
-        return WORKFLOW_RUNNER
-    return UnsandboxedWorkflowRunner()
+        return TaskGuardRunner(WORKFLOW_RUNNER)
+    return TaskGuardRunner(UnsandboxedWorkflowRunner())
 
 
 def compile_workflow_modules() -> None:

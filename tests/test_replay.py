@@ -23,7 +23,7 @@ def test_the_main_paths_are_recorded():
         "dispatch_failed_retry",
         "shipping_exhausted",
         "temporal_cancel",
-        "cancel_during_review",  # the close-uncharged-payment patch; review_timeout replays without it
+        "cancel_during_review",  # recorded with the close-uncharged-payment patch (deprecated since; still replays)
     } <= names
 
 

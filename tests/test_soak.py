@@ -143,6 +143,18 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path, request, dat
         note("Temporal server stopped")
         await stack.restart_server(down_seconds=1.0)
         note("Temporal server back")
+        # Once more, the orders worker coming back cold while customers query and command: the
+        # first status query then reaches a worker without the run cached, which is what made
+        # the SDK core run history outside a workflow task (orderflow/task_guard.py).
+        await asyncio.sleep(1)
+        stack.kill("orders")
+        note("orders worker killed (SIGKILL)")
+        await asyncio.sleep(0.5)
+        stack.respawn("orders")
+        note("orders worker started again")
+        await asyncio.sleep(2)
+        await stack.restart_server(down_seconds=0.5)
+        note("Temporal server restarted")
 
     async with stack:
         client = await order_client.connect(settings)
@@ -157,6 +169,17 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path, request, dat
             await asyncio.wait_for(handle.result(), 60)
             desc = await handle.describe()
             seconds[order_id] = (desc.close_time - desc.start_time).total_seconds()
+        # Replayed first, and kept when one fails: a status() query replays too, and its error
+        # alone would not show the history.
+        histories = await histories_of(client, stack, ids)
+        replay = await replay_histories(histories)
+        if replay["failures"]:
+            kept = tmp_path / "failed-histories"
+            kept.mkdir()
+            for history in histories:
+                if history.run_id in replay["failed_runs"]:
+                    (kept / f"{history.workflow_id}.json").write_text(history.to_json())
+            print(f"soak: histories that failed replay kept in {kept}")
         from orderflow.db.repository import Repository
 
         repo = Repository.from_url(settings.db_url)
@@ -165,7 +188,6 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path, request, dat
             outcomes = Counter(r["state"] for r in audit.orders_df(repo, ids).to_dict("records"))
         finally:
             repo.engine.dispose()
-        replay = await replay_histories(await histories_of(client, stack, ids))
 
     if proxy is not None:
         proxy.stop()
@@ -180,4 +202,4 @@ async def test_orders_survive_faults_and_agree_everywhere(tmp_path, request, dat
     assert replay["failures"] == 0, replay["first_failures"]
     assert codes[500] == 0 and not [c for c in codes if c >= 500 and c not in RETRYABLE]
     assert sum(outcomes.values()) == ORDERS
-    assert len(timeline) == (8 if proxy else 6)
+    assert len(timeline) == (11 if proxy else 9)

@@ -14,6 +14,7 @@ from temporalio.exceptions import CancelledError
 from orderflow import client as order_client
 from orderflow.errors import InvalidOrder
 from orderflow.models import Item, OrderState, PaymentState, Signal
+from orderflow.workflows import OrderWorkflow
 from tests.helpers import new_id, save_history
 
 FAIL, HANG = 0.1, 0.5
@@ -76,7 +77,7 @@ async def test_review_deadline_cancels_without_charging(stack, scripted):
     view = db_view(stack, order_id)
     assert view["order"]["state"] == "cancelled"
     assert [(p["status"], p["amount"]) for p in view["payments"]] == [("voided", 0)]
-    await save_history(handle, "review_timeout")
+    await save_history(handle, "review_timeout")  # re-recorded 2026-11-26 with the deprecated patch marker
 
 
 async def test_cancel_during_review(stack, scripted):
@@ -89,7 +90,7 @@ async def test_cancel_during_review(stack, scripted):
     expected = (OrderState.CANCELLED, PaymentState.VOIDED, "changed my mind")
     assert (result.state, result.payment, result.reason) == expected
     assert [p["status"] for p in db_view(stack, order_id)["payments"]] == ["voided"]
-    await save_history(handle, "cancel_during_review")  # recorded with the close-uncharged-payment patch
+    await save_history(handle, "cancel_during_review")  # recorded with the close-uncharged-payment patch marker
 
 
 async def start_charged(stack, scripted, prefix: str):
@@ -249,3 +250,26 @@ async def test_a_carrier_refusal_exhausts_shipping_and_refunds(stack, scripted):
     status = await order_client.status(stack.client, order_id)
     assert len(status.dispatch_failures) == 5
     assert all("does not deliver to PO boxes" in reason for reason in status.dispatch_failures)
+
+
+def order_in(state: OrderState, reason: str | None = None, **flags) -> OrderWorkflow:
+    """An OrderWorkflow's command rules without a running workflow (its __init__ needs one)."""
+    order = object.__new__(OrderWorkflow)
+    order.state, order.reason = state, reason
+    order.approved, order.cancel_requested = flags.get("approved", False), flags.get("cancel_requested", False)
+    return order
+
+
+def test_no_command_is_accepted_once_the_order_is_ending():
+    """Compensation under way (``_abort`` set the reason): every command is refused with it, not
+    accepted and later answered "ended", and an approval at the review deadline is not answered
+    "approved" for an order being cancelled. Found by the soak: an approval validated while the
+    review-deadline cancellation was running (state still awaiting_review) was accepted."""
+    ending = order_in(OrderState.AWAITING_REVIEW, "manual review deadline passed without approval")
+    expected = "order is ending: manual review deadline passed without approval"
+    assert ending._approve_refusal() == expected
+    assert ending._cancel_refusal() == expected
+    assert ending._address_refusal("1 Late Street") == expected
+    assert order_in(OrderState.AWAITING_REVIEW)._approve_refusal() is None
+    assert order_in(OrderState.SHIPPING)._address_refusal("1 Late Street") is None
+    assert order_in(OrderState.FAILED, "x")._cancel_refusal() == "order already ended (failed)"

@@ -47,8 +47,13 @@ CHILD_TASK_TIMEOUT = timedelta(seconds=5)
 # How long a cancelled or out-of-time child gets to acknowledge before the parent settles its
 # shipment itself (the shipping worker may be gone: the parent must not wait for it).
 CHILD_GRACE = timedelta(seconds=1)
-# Patch id (workflow.patched): orders that end without a recorded charge close their payment id
-# (an extra local activity). Histories recorded before it replay without it.
+# Orders that end without a recorded charge close their payment id (an extra local activity).
+# It came in as workflow.patched("close-uncharged-payment") and is deprecated now (2026-11-26):
+# called right after a step's result, patched() was answered differently live and on replay when
+# the SDK core recorded that result one workflow task before the workflow saw it (a query forced
+# the task to complete; README, "SDK core defects"). deprecate_patch() takes no branch, so it
+# cannot disagree. Histories with the marker still replay; review_timeout.json, the one recorded
+# before the patch, was re-recorded: an order lives 15 s at most, so no running order predates it.
 CLOSE_UNCHARGED_PAYMENT = "close-uncharged-payment"
 
 
@@ -309,7 +314,8 @@ class OrderWorkflow:
     async def _abort(self, state: OrderState, reason: str) -> None:
         """Compensate: refund whatever may have been charged (shipping has stopped), then end."""
         self.reason = reason
-        if self.payment == PaymentState.NONE and workflow.patched(CLOSE_UNCHARGED_PAYMENT):
+        if self.payment == PaymentState.NONE:
+            workflow.deprecate_patch(CLOSE_UNCHARGED_PAYMENT)
             # History says nothing was charged, but a discarded workflow task may have charged
             # (found by the soak: the approval that led to a charge was lost in a server restart,
             # the re-run ended at the review deadline). Void the payment id, and refund what is there.
@@ -385,6 +391,8 @@ class OrderWorkflow:
         self.trail.record("signal_accepted" if accepted else "signal_rejected", name=name, detail=detail)
 
     def _approve_refusal(self) -> str | None:
+        if self.reason is not None:  # compensation has begun (the review deadline passed, a step failed)
+            return self._too_late()
         if self.state != OrderState.AWAITING_REVIEW:
             return f"order is not awaiting review (state {self.state.value})"
         if self.approved or self.cancel_requested:
@@ -405,6 +413,8 @@ class OrderWorkflow:
             return f"order already ended ({self.state.value})"
         if self.state == OrderState.DISPATCHED:
             return "order was already dispatched"
+        if self.reason is not None:  # _abort has begun: the refund and the end are under way
+            return f"order is ending: {self.reason}"
         return None
 
     def _approve(self) -> None:

