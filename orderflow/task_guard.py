@@ -16,16 +16,25 @@ the soak showed the sequence ("is_replaying: false, jobs: FireTimer" then "Dispa
 [legacy_query]", then a new workflow task whose only job was the Update).
 
 The guard: an activation that is not a replay, carries history jobs (anything but local-activity
-results, queries and evictions) and does not come with a newer workflow-task time than the
-activation before it did not come from a workflow task. It is refused: the query fails (the API
-answers 503 and falls back to the database), the core evicts the run, and the real workflow task
-replays it from the start, where it sees the new events and the Update together, as any later
-replay will. The refused activation ran no workflow code, so nothing ran outside history.
+results, queries and evictions) and does not come with a newer workflow time than the activation
+before it did not come from a workflow task (a task brings its own start time; a query task
+brings none). It is refused: the query fails (the API answers from the database), the core
+evicts the run, and the real workflow task replays it from the start, where it sees the new
+events and the Update together, as any later replay will. The refused activation ran no
+workflow code, so nothing ran outside history.
+
+One limit: the workflow time also moves with local-activity results, stamped by the worker's
+clock, while task start times are the server's. A worker whose clock runs ahead of the server's
+by more than the gap between a step's end and the next task could see a real task that is no
+newer, and refuse it. So refusals of one run at one history position stop after
+``REFUSAL_WINDOW`` (the window a query task has before the real task arrives is the 1 s sticky
+timeout plus a poll): a real task is then let through, late but not stuck.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
@@ -36,6 +45,8 @@ log = logging.getLogger("orderflow.task_guard")
 # Jobs that may arrive without a new workflow task: a local activity's result (it runs inside the
 # task that scheduled it), a query, and the eviction itself.
 _WITHIN_A_TASK = {"query_workflow", "remove_from_cache"}
+
+REFUSAL_WINDOW = 3.0  # seconds; see the module docstring
 
 REFUSAL = (
     "refused to run new history events outside a workflow task (a query reached a worker that did not "
@@ -55,25 +66,46 @@ def _advances(act: WorkflowActivation) -> bool:
     return False
 
 
+class Refusals:
+    """When each (run, history position) was first refused, across the run's evictions."""
+
+    def __init__(self, window: float = REFUSAL_WINDOW) -> None:
+        self.window = window
+        self.first: dict[tuple[str, int], float] = {}
+
+    def still_refusing(self, run_id: str, position: int) -> bool:
+        """True: refuse this activation (still inside the window); False: let it through."""
+        now = time.monotonic()
+        if len(self.first) > 10_000:  # forget refusals long past their window
+            self.first = {k: t for k, t in self.first.items() if now - t < self.window}
+        first = self.first.setdefault((run_id, position), now)
+        return now - first < self.window
+
+
 class GuardedInstance(WorkflowInstance):
     """One workflow run, as the wrapped runner runs it, minus activations from outside a task."""
 
-    def __init__(self, inner: WorkflowInstance, workflow_id: str) -> None:
+    def __init__(self, inner: WorkflowInstance, workflow_id: str, refusals: Refusals | None = None) -> None:
         self._inner = inner
         self._workflow_id = workflow_id
-        self._task_time = -1  # nanoseconds: the newest workflow-task time this run has seen
-        self.refused = 0
+        self._refusals = refusals or Refusals()
+        self._time = -1  # nanoseconds: the newest workflow time this run has seen
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
-        time = act.timestamp.ToNanoseconds() if act.HasField("timestamp") else -1
-        if not act.is_replaying and _advances(act) and 0 <= time <= self._task_time:
-            self.refused += 1
-            log.warning("order workflow %s: %s", self._workflow_id, REFUSAL)
-            completion = WorkflowActivationCompletion(run_id=act.run_id)
-            completion.failed.failure.message = REFUSAL
-            completion.failed.failure.application_failure_info.SetInParent()
-            return completion
-        self._task_time = max(self._task_time, time)
+        now = act.timestamp.ToNanoseconds() if act.HasField("timestamp") else -1
+        if not act.is_replaying and _advances(act) and 0 <= now <= self._time:
+            if self._refusals.still_refusing(act.run_id, act.history_length):
+                log.warning("order workflow %s: %s", self._workflow_id, REFUSAL)
+                completion = WorkflowActivationCompletion(run_id=act.run_id)
+                completion.failed.failure.message = REFUSAL
+                completion.failed.failure.application_failure_info.SetInParent()
+                return completion
+            log.warning(
+                "order workflow %s: let through after %.0f s of refusals (a worker clock ahead of the server's?)",
+                self._workflow_id,
+                self._refusals.window,
+            )
+        self._time = max(self._time, now)
         return self._inner.activate(act)
 
     # The rest is the wrapped instance's.
@@ -95,12 +127,13 @@ class TaskGuardRunner(WorkflowRunner):
 
     def __init__(self, inner: WorkflowRunner) -> None:
         self._inner = inner
+        self._refusals = Refusals()
 
     def prepare_workflow(self, defn) -> None:  # noqa: ANN001 - the SDK's own signature
         self._inner.prepare_workflow(defn)
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
-        return GuardedInstance(self._inner.create_instance(det), det.info.workflow_id)
+        return GuardedInstance(self._inner.create_instance(det), det.info.workflow_id, self._refusals)
 
     def set_worker_level_failure_exception_types(self, types) -> None:  # noqa: ANN001
         self._inner.set_worker_level_failure_exception_types(types)

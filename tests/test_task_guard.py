@@ -4,10 +4,12 @@ The defect it guards against needs a killed worker and a query racing a workflow
 soak (tests/test_soak.py) produces it under load. Here the rule itself, one case at a time.
 """
 
+import time
+
 from temporalio.bridge.proto.workflow_activation import WorkflowActivation, WorkflowActivationJob
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 
-from orderflow.task_guard import REFUSAL, GuardedInstance
+from orderflow.task_guard import REFUSAL, GuardedInstance, Refusals
 
 
 class Recorder:
@@ -82,3 +84,22 @@ def test_a_regular_activity_result_without_a_new_task_is_refused():
 def test_replays_are_never_refused():
     inner, _ = run(activation(5, True, "initialize_workflow"), activation(5, True, "fire_timer"))
     assert len(inner.seen) == 2
+
+
+def test_refusals_stop_after_the_window_so_a_real_task_is_never_stuck():
+    """A real task that looks no newer (a worker clock ahead of the server's) is refused for
+    REFUSAL_WINDOW at most, across evictions (a new instance per replay), then let through."""
+    refusals = Refusals(window=0.2)
+    stale = (activation(5, True, "initialize_workflow"), activation(5, False, "fire_timer"))
+
+    def replay_then_task() -> tuple[Recorder, WorkflowActivationCompletion]:
+        inner = Recorder()
+        guard = GuardedInstance(inner, "order-1", refusals)  # type: ignore[arg-type]
+        return inner, [guard.activate(act) for act in stale][-1]
+
+    for _ in range(3):  # the run evicted and replayed again each time: refused each time
+        inner, last = replay_then_task()
+        assert last.HasField("failed") and inner.seen == [["initialize_workflow"]]
+    time.sleep(0.25)
+    inner, last = replay_then_task()
+    assert last.HasField("successful") and inner.seen[-1] == ["fire_timer"]
