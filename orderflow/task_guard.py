@@ -95,13 +95,13 @@ class GuardedInstance(WorkflowInstance):
         now = act.timestamp.ToNanoseconds() if act.HasField("timestamp") else -1
         if not act.is_replaying and _advances(act) and 0 <= now <= self._time:
             if self._refusals.still_refusing(act.run_id, act.history_length):
-                log.warning("order workflow %s: %s", self._workflow_id, REFUSAL)
+                log.warning("workflow %s: %s", self._workflow_id, REFUSAL)
                 completion = WorkflowActivationCompletion(run_id=act.run_id)
                 completion.failed.failure.message = REFUSAL
                 completion.failed.failure.application_failure_info.SetInParent()
                 return completion
             log.warning(
-                "order workflow %s: let through after %.0f s of refusals (a worker clock ahead of the server's?)",
+                "workflow %s: let through after %.0f s of refusals (a worker clock ahead of the server's?)",
                 self._workflow_id,
                 self._refusals.window,
             )
