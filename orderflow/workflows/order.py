@@ -51,7 +51,7 @@ CHILD_GRACE = timedelta(seconds=1)
 # It came in as workflow.patched("close-uncharged-payment") and is deprecated now (2026-11-26):
 # called right after a step's result, patched() was answered differently live and on replay when
 # the SDK core recorded that result one workflow task before the workflow saw it (a query forced
-# the task to complete; README, "SDK core defects"). deprecate_patch() takes no branch, so it
+# the task to complete; README "Limits", "Two SDK core defects"). deprecate_patch() takes no branch, so it
 # cannot disagree. Histories with the marker still replay; review_timeout.json, the one recorded
 # before the patch, was re-recorded: an order lives 15 s at most, so no running order predates it.
 CLOSE_UNCHARGED_PAYMENT = "close-uncharged-payment"
