@@ -30,7 +30,7 @@ import yaml
 from orderflow import cli
 from orderflow.config import Settings
 from orderflow.db import migrate
-from orderflow.devstack import FAST_TIMERS, ProcessStack, free_port
+from orderflow.devstack import DEV_SERVER_CONFIG, ProcessStack, free_port
 from tests.helpers import MYSQL_SERVER
 
 ROOT = Path(__file__).parents[1]
@@ -203,13 +203,13 @@ def mount(volume: str | dict) -> tuple[str, str]:
     return source, target
 
 
-def test_the_server_gets_the_15_second_dynamic_config(resolved):
+def test_the_server_gets_the_dev_servers_dynamic_config(resolved):
     temporal = resolved["services"]["temporal"]
     target = temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
     (source,) = [src for src, dst in map(mount, temporal["volumes"]) if dst == target]
     config = yaml.safe_load(Path(source).read_text())
-    key, value = FAST_TIMERS[1].split("=")
-    assert config[key] == [{"value": value.strip('"'), "constraints": {}}]
+    for key, value in DEV_SERVER_CONFIG.items():
+        assert config[key] == [{"value": yaml.safe_load(value), "constraints": {}}], key
 
 
 def test_prometheus_scrapes_what_the_services_serve(resolved):
