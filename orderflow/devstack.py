@@ -29,10 +29,10 @@ DEV_SERVER_CONFIG = {
     # Without this, the dev server waits about a second before every activity retry and timer
     # (measured; see README "Meeting 15 seconds"). 1 ms lets short timers fire on time.
     "history.timerProcessorMaxTimeShift": '"1ms"',
-    # One partition per task queue instead of four: a poll no longer lands on an empty partition
-    # and gets forwarded. A single matching service gains nothing from four. Measured with
-    # `orderflow bench --api --rate 6 --duration 45`, three runs each way: dev server
-    # 0.087-0.096 -> 0.072-0.082 CPU-s per order, all processes 0.21-0.235 -> 0.18-0.20.
+    # One partition per task queue instead of four: one matching service gains nothing from four,
+    # and polls stop being forwarded between partitions. Dev server CPU per order, alternating
+    # runs of `orderflow bench --api`: at 6/s 0.087-0.098 -> 0.072-0.082 (5 runs each, a noisy
+    # hour); at 8/s 0.063-0.065 -> 0.058-0.064 (2 vs 4 runs, within the noise). Small, never worse.
     "matching.numTaskqueueReadPartitions": "1",
     "matching.numTaskqueueWritePartitions": "1",
 }
