@@ -303,3 +303,28 @@ def test_a_black_holed_mysql_fails_fast_instead_of_hanging():
         repo.engine.dispose()
     finally:
         hole.close()
+
+
+def test_prebuilt_statements_bind_no_name_that_is_also_a_column():
+    """The statements built once bind parameters by name; a name that is also a column of the
+    updated table would be taken as one more SET by SQLAlchemy and write that column."""
+    from sqlalchemy.sql import visitors
+    from sqlalchemy.sql.elements import BindParameter
+
+    from orderflow.db import repository
+
+    updates = [repository._COUNT_ATTEMPT, repository._COUNT_FAILURE, repository._CLOSE_STEP]
+    updates += [repository._advance_statement(state, reason) for state in OrderState for reason in (True, False)]
+    for statement in updates:
+        named = {b.key for b in visitors.iterate(statement) if isinstance(b, BindParameter) and not b.unique}
+        columns = {c.name for c in statement.table.columns}
+        assert named and not named & columns, (str(statement), named & columns)
+
+
+def test_an_order_advances_with_and_without_a_reason(repo):
+    order_id, _ = fresh_order(repo)
+    assert repo.advance_state(order_id, OrderState.VALIDATED)
+    assert not repo.advance_state(order_id, OrderState.RECEIVED)  # never backwards
+    assert repo.advance_state(order_id, OrderState.CANCELLED, reason="customer asked")
+    row = repo.get_order(order_id)
+    assert (row["state"], row["reason"]) == ("cancelled", "customer asked")
