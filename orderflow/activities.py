@@ -160,6 +160,7 @@ class StepActivities:
                 result=result,
                 order_state=req.state,
                 order_id=req.order_id,
+                address=req.address if req.state is not None else None,
                 timeout_event=timeout_event,
             )
 

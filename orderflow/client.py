@@ -289,30 +289,75 @@ def workflow_not_ready(err: BaseException) -> bool:
 
 
 NOT_READY_PAUSE = 0.05  # the retried workflow task is usually scheduled within a few ms
+# A command that arrives while a step runs is refused as Busy (workflows/steps.py, Gate) and
+# sent again after these pauses (then every BUSY_PAUSES[-1] s); the caller bounds the whole wait.
+BUSY_PAUSES = (0.02, 0.05, 0.1, 0.2)
 
 
-async def start_update(
-    handle: WorkflowHandle, name: str, *args: Any, result_type: type = str
-) -> WorkflowUpdateHandle[Any]:
-    """Send an Update and wait until the workflow accepted (or refused) it.
+def busy(err: BaseException) -> bool:
+    """The workflow refused the Update only because a step was running: send it again."""
+    return (
+        isinstance(err, WorkflowUpdateFailedError)
+        and isinstance(err.cause, ApplicationError)
+        and err.cause.type == "Busy"
+    )
 
-    Sent again, under the same Update id (the server dedupes by id), while the server answers
-    "workflow not ready" (see ``workflow_not_ready``); the caller bounds the whole wait.
-    """
+
+async def _start_update(handle: WorkflowHandle, name: str, args: list[Any], result_type: type) -> WorkflowUpdateHandle:
+    """Send the Update once, and again under the same id (the server dedupes by id) while the
+    server answers "workflow not ready" (see ``workflow_not_ready``)."""
     update_id = str(uuid.uuid4())
     while True:
         try:
             return await handle.start_update(
-                name,
-                args=list(args),
-                id=update_id,
-                wait_for_stage=WorkflowUpdateStage.ACCEPTED,
-                result_type=result_type,
+                name, args=args, id=update_id, wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=result_type
             )
         except RPCError as err:
             if not workflow_not_ready(err):
                 raise
         await asyncio.sleep(NOT_READY_PAUSE)
+
+
+async def send_update(
+    handle: WorkflowHandle,
+    name: str,
+    *args: Any,
+    result_type: type = str,
+    accept_within: timedelta = ACCEPT_TIMEOUT,
+) -> Any:
+    """Send an Update until the workflow accepts it or refuses it for a reason of its own, and
+    return its outcome (raises WorkflowUpdateFailedError with the workflow's refusal).
+
+    A Busy refusal (a step was running, nothing was changed) is sent again after BUSY_PAUSES.
+    NoAnswer if it was not accepted within ``accept_within``, saying why: no worker answered,
+    or the order was in a step all that time. Once accepted, the caller bounds the wait.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + accept_within.total_seconds()
+    refusals = 0
+    while True:
+        try:
+            update = await asyncio.wait_for(
+                _start_update(handle, name, list(args), result_type), max(deadline - loop.time(), 0.001)
+            )
+        except asyncio.TimeoutError:
+            why = (
+                f"the order was in a step the whole time (the workflow answered Busy {refusals} times)"
+                if refusals
+                else "no orders worker answered; is it running?"
+            )
+            raise NoAnswer(
+                f"{name} for {handle.id}: not accepted within {accept_within.total_seconds():g} s, "
+                f"nothing was changed: {why}"
+            ) from None
+        try:
+            # A refusal comes back at once; an accepted Update answers when its outcome is known.
+            return await update.result()
+        except WorkflowUpdateFailedError as err:
+            if not busy(err):
+                raise
+        await asyncio.sleep(BUSY_PAUSES[min(refusals, len(BUSY_PAUSES) - 1)])
+        refusals += 1
 
 
 async def _update(client: Client, order_id: str, name: str, *args: str, result_type: type = str) -> Any:
@@ -324,18 +369,7 @@ async def _update(client: Client, order_id: str, name: str, *args: str, result_t
     handle = order_handle(client, order_id)
     what = f"{name} for order {order_id}"
     try:
-        # Accepted (its validator passed) within ACCEPT_TIMEOUT, or nobody is there to answer;
-        # then its outcome, which the workflow gives once it is known (inside the order's budget).
-        try:
-            update = await asyncio.wait_for(
-                start_update(handle, name, *args, result_type=result_type), ACCEPT_TIMEOUT.total_seconds()
-            )
-        except asyncio.TimeoutError:
-            raise NoAnswer(
-                f"{what}: no worker accepted it within {ACCEPT_TIMEOUT.total_seconds():g} s; "
-                "is the orders worker running?"
-            ) from None
-        return await update.result()
+        return await send_update(handle, name, *args, result_type=result_type)
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:  # unknown order, or its workflow has closed
             if await describe(client, order_id) != WorkflowExecutionStatus.RUNNING:
@@ -372,10 +406,9 @@ async def approve_when_ready(handle: WorkflowHandle) -> bool:
     False when the order never awaited review or left it first (cancelled, review deadline).
     """
     try:
-        review = await start_update(handle, Update.WAIT_FOR_REVIEW, result_type=OrderState)
-        if await review.result() != OrderState.AWAITING_REVIEW:
+        if await send_update(handle, Update.WAIT_FOR_REVIEW, result_type=OrderState) != OrderState.AWAITING_REVIEW:
             return False
-        await (await start_update(handle, Update.APPROVE)).result()
+        await send_update(handle, Update.APPROVE)
     except (WorkflowUpdateFailedError, RPCError):  # refused, or the workflow closed meanwhile
         return False
     return True

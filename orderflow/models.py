@@ -66,6 +66,7 @@ class Signal:
     CANCEL = "CancelOrder"
     UPDATE_ADDRESS = "UpdateAddress"
     DISPATCH_FAILED = "DispatchFailed"
+    CANCEL_SHIPMENT = "CancelShipment"  # parent -> ShippingWorkflow
 
 
 class Update:

@@ -1,19 +1,25 @@
-"""Focused unit tests of orderflow.client's retry of Updates the server dropped as "workflow not ready".
+"""Focused unit tests of how orderflow.client sends an Update again.
 
-The server answers so when the workflow task carrying a not-yet-accepted Update fails, which a
-signal arriving while the order's last task runs causes without any fault (seen once in CI in
-test_cancel_after_dispatch_is_rejected). These tests script the server's answers with a stand-in
-handle: the race itself cannot be scheduled on purpose against a real server.
+Two answers are sent again: the server's "workflow not ready" (it dropped an Update not yet
+accepted because the workflow task carrying it failed, which a signal arriving while the
+order's last task runs causes without any fault), under the same id; and the workflow's Busy
+refusal (a step was running: workflows/steps.py, Gate), under a new id. These tests script
+the answers with a stand-in handle: the races cannot be scheduled on purpose against a real
+server (tests/test_workflows_order.py has the Busy path for real).
 """
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from google.protobuf.any_pb2 import Any as AnyDetail
 from temporalio.api.common.v1 import GrpcStatus
 from temporalio.api.errordetails.v1 import WorkflowNotReadyFailure
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from orderflow import client as order_client
@@ -35,8 +41,26 @@ NOT_READY = rpc_error(
 )
 
 
+def busy() -> WorkflowUpdateFailedError:
+    return WorkflowUpdateFailedError(ApplicationError("a step is running; send it again in a moment", type="Busy"))
+
+
+class Outcome:
+    """An accepted (or refused) Update's handle: ``result()`` gives the outcome or raises the refusal."""
+
+    def __init__(self, outcome: Any) -> None:
+        self.outcome = outcome
+
+    async def result(self) -> Any:
+        if isinstance(self.outcome, BaseException):
+            raise self.outcome
+        return self.outcome
+
+
 class ScriptedHandle:
-    """Answers start_update from a script: an exception to raise, or a value to return."""
+    """Answers start_update from a script: an exception to raise, or an Outcome to return."""
+
+    id = "order-scripted"
 
     def __init__(self, *answers: Any) -> None:
         self.answers = list(answers)
@@ -44,10 +68,13 @@ class ScriptedHandle:
 
     async def start_update(self, name: str, **kwargs: Any) -> Any:
         self.calls.append({"name": name, **kwargs})
-        answer = self.answers.pop(0)
+        answer = self.answers.pop(0) if self.answers else self.answers_when_done()
         if isinstance(answer, BaseException):
             raise answer
         return answer
+
+    def answers_when_done(self) -> Any:
+        raise AssertionError("more calls than scripted")
 
 
 def test_only_the_not_ready_answer_is_recognised():
@@ -58,24 +85,57 @@ def test_only_the_not_ready_answer_is_recognised():
 
 
 async def test_a_dropped_update_is_sent_again_under_the_same_id():
-    handle = ScriptedHandle(NOT_READY, NOT_READY, "accepted")
-    answer = await order_client.start_update(handle, "cancel", "changed my mind")  # type: ignore[arg-type]
-    assert answer == "accepted"
+    handle = ScriptedHandle(NOT_READY, NOT_READY, Outcome("order cancelled"))
+    answer = await order_client.send_update(handle, "cancel", "changed my mind")  # type: ignore[arg-type]
+    assert answer == "order cancelled"
     assert len(handle.calls) == 3
     assert len({call["id"] for call in handle.calls}) == 1  # one Update, deduplicated by the server
     assert all(call["args"] == ["changed my mind"] for call in handle.calls)
+
+
+async def test_a_busy_refusal_is_sent_again_as_a_new_update():
+    handle = ScriptedHandle(Outcome(busy()), Outcome(busy()), Outcome("approved"))
+    assert await order_client.send_update(handle, "approve") == "approved"  # type: ignore[arg-type]
+    assert len({call["id"] for call in handle.calls}) == 3  # a refused Update is gone: each try is new
+
+
+async def test_a_refusal_of_the_workflows_own_is_not_sent_again():
+    refused = WorkflowUpdateFailedError(ApplicationError("order was already approved", type="Rejected"))
+    handle = ScriptedHandle(Outcome(refused))
+    with pytest.raises(WorkflowUpdateFailedError) as raised:
+        await order_client.send_update(handle, "approve")  # type: ignore[arg-type]
+    assert raised.value is refused and len(handle.calls) == 1
+
+
+async def test_busy_until_the_deadline_says_the_order_was_in_a_step():
+    handle = ScriptedHandle()
+    handle.answers_when_done = lambda: Outcome(busy())  # type: ignore[method-assign]
+    with pytest.raises(
+        order_client.NoAnswer,
+        match=r"not accepted within 0.3 s, nothing was changed: the order was in a step the whole time \(the workflow answered Busy \d+ times\)",
+    ):
+        await order_client.send_update(handle, "cancel", accept_within=timedelta(seconds=0.3))  # type: ignore[arg-type]
+
+
+async def test_no_answer_at_all_says_no_worker_answered():
+    class Silent(ScriptedHandle):
+        async def start_update(self, name: str, **kwargs: Any) -> Any:
+            await asyncio.sleep(10)
+
+    with pytest.raises(order_client.NoAnswer, match="nothing was changed: no orders worker answered; is it running"):
+        await order_client.send_update(Silent(), "cancel", accept_within=timedelta(seconds=0.2))  # type: ignore[arg-type]
 
 
 async def test_other_errors_are_not_retried():
     closed = rpc_error(RPCStatusCode.NOT_FOUND, "workflow execution already completed")
     handle = ScriptedHandle(closed, "never reached")
     with pytest.raises(RPCError) as raised:
-        await order_client.start_update(handle, "cancel")  # type: ignore[arg-type]
+        await order_client.send_update(handle, "cancel")  # type: ignore[arg-type]
     assert raised.value is closed and len(handle.calls) == 1
 
 
 async def test_each_command_is_its_own_update():
-    handle = ScriptedHandle("first", "second")
-    await order_client.start_update(handle, "approve")  # type: ignore[arg-type]
-    await order_client.start_update(handle, "approve")  # type: ignore[arg-type]
+    handle = ScriptedHandle(Outcome("first"), Outcome("second"))
+    await order_client.send_update(handle, "approve")  # type: ignore[arg-type]
+    await order_client.send_update(handle, "approve")  # type: ignore[arg-type]
     assert handle.calls[0]["id"] != handle.calls[1]["id"]

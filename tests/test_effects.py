@@ -20,7 +20,7 @@ from temporalio.service import RPCError
 from orderflow import audit
 from orderflow import client as order_client
 from orderflow.errors import PaymentClosed
-from orderflow.models import OrderState, PaymentState, Signal, Update
+from orderflow.models import OrderState, PaymentState, Signal
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 from tests.helpers import new_id
 
@@ -263,7 +263,7 @@ async def test_a_charge_history_never_recorded_is_refunded_when_the_order_ends_u
     awaits review, so the outcome does not depend on timing."""
     scripted.set()
     order_id, handle = await start(stack, "orphancharge")
-    assert await handle.execute_update(Update.WAIT_FOR_REVIEW, result_type=OrderState) == OrderState.AWAITING_REVIEW
+    assert await order_client.wait_for_review(stack.client, order_id) == OrderState.AWAITING_REVIEW
     stack.repo.charge_payment(f"pay-{order_id}", order_id, 1)  # the discarded task's effect
     answer = await order_client.cancel(stack.client, order_id, "no approval came")
     assert answer == "order cancelled; the payment was refunded"
@@ -280,7 +280,7 @@ async def test_an_order_ending_uncharged_voids_its_payment_id_against_late_charg
     the void row and charges nothing."""
     scripted.set()
     order_id, handle = await start(stack, "latecharge")
-    assert await handle.execute_update(Update.WAIT_FOR_REVIEW, result_type=OrderState) == OrderState.AWAITING_REVIEW
+    assert await order_client.wait_for_review(stack.client, order_id) == OrderState.AWAITING_REVIEW
     await order_client.cancel(stack.client, order_id, "changed my mind")
     assert (await handle.result()).payment == PaymentState.VOIDED
     with pytest.raises(PaymentClosed):

@@ -204,11 +204,14 @@ def _payment_row(payment_id: str, order_id: str, status: PaymentState, amount: i
 
 
 @functools.cache
-def _advance_statement(state: OrderState, with_reason: bool) -> sa.Update:
-    """Move an order to ``state`` from any state before it (bind ``order_id``, ``now``, ``new_reason``)."""
+def _advance_statement(state: OrderState, with_reason: bool, with_address: bool = False) -> sa.Update:
+    """Move an order to ``state`` from any state before it (bind ``order_id``, ``now``,
+    ``new_reason``, ``new_address``)."""
     values: dict[str, Any] = {"state": state.value, "updated_at": sa.bindparam("now")}
     if with_reason:
         values["reason"] = sa.bindparam("new_reason")
+    if with_address:
+        values["address"] = sa.bindparam("new_address")
     where = orders.c.id == sa.bindparam("order_id"), orders.c.state.in_(_states_before(state))
     return sa.update(orders).where(*where).values(**values)
 
@@ -272,9 +275,12 @@ class Repository:
             return self._advance(conn, order_id, state, reason)
 
     @staticmethod
-    def _advance(conn: Connection, order_id: str, state: OrderState, reason: str | None = None) -> bool:
-        values = {"order_id": order_id, "now": utcnow(), "new_reason": reason}
-        return conn.execute(_advance_statement(state, reason is not None), values).rowcount > 0
+    def _advance(
+        conn: Connection, order_id: str, state: OrderState, reason: str | None = None, address: str | None = None
+    ) -> bool:
+        values = {"order_id": order_id, "now": utcnow(), "new_reason": reason, "new_address": address}
+        statement = _advance_statement(state, reason is not None, address is not None)
+        return conn.execute(statement, values).rowcount > 0
 
     def update_address(self, order_id: str, address: str) -> None:
         with self.engine.begin() as conn:
@@ -476,12 +482,14 @@ class Repository:
         error: str | None = None,
         order_state: OrderState | None = None,
         order_id: str | None = None,
+        address: str | None = None,
         timeout_event: AuditEvent | None = None,
     ) -> StepRecord:
         """Record the step's outcome unless one is recorded already; return the final record.
 
         The first outcome wins (an attempt that succeeded late cannot undo an abandonment,
-        nor a settlement a success), and ``order_state`` is persisted only with a success.
+        nor a settlement a success), and ``order_state`` (with the order's current ``address``)
+        is persisted only with a success.
         Attempts that left no event (cut by the attempt timeout) get their ``attempt_timed_out``
         event here, numbered, so the trail has one event per failed or timed-out attempt.
         """
@@ -490,7 +498,7 @@ class Repository:
             closed = conn.execute(_CLOSE_STEP, values).rowcount
             record = self._step(conn, key)
             if closed and status == "succeeded" and order_state is not None and order_id is not None:
-                self._advance(conn, order_id, order_state)
+                self._advance(conn, order_id, order_state, address=address)
             last = record.attempts - (1 if status == "succeeded" else 0)
             if closed and timeout_event is not None and last == 0:
                 record.attempt_errors = []  # a first attempt that succeeded: no earlier attempt to account for

@@ -9,6 +9,10 @@ retrying at ``work_deadline``, which keeps a reserve for the refund.
 Where an order becomes X: ``_enter`` is the only place that changes ``self.state``; the
 step that establishes a state persists it with its own outcome (``state=`` on the step),
 and the final write (``_close``) persists the end state.
+
+Commands (approve, cancel, change the address) arrive between steps only (steps.Gate): the
+gate opens on a history event after the steps before each point where the order listens (the
+review, the shipment), and every state an Update waits for is entered with the gate open.
 """
 
 from __future__ import annotations
@@ -20,7 +24,6 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, FailureError
 
 from orderflow.models import (
-    LIFECYCLE,
     OrderRequest,
     OrderResult,
     OrderState,
@@ -38,7 +41,7 @@ from orderflow.models import (
     Update,
 )
 from orderflow.workflows.shipping import ShippingWorkflow
-from orderflow.workflows.steps import AuditTrail, StepError, StepInterrupted, StepRunner
+from orderflow.workflows.steps import AuditTrail, StepError, StepRunner
 
 with workflow.unsafe.imports_passed_through():
     from orderflow.activities import OrderActivities, ProgressActivities
@@ -66,9 +69,13 @@ def _rejected(reason: str) -> ApplicationError:
     return ApplicationError(reason, type="Rejected", non_retryable=True)
 
 
-def _refuse_if(refusal: str | None) -> None:
+def _refuse_if(refusal: str | None, gate_refusal: str | None) -> None:
+    """A validator: the command's own rule first (a 409 with its reason), then the gate (Busy:
+    a step is running; the client sends the command again a moment later)."""
     if refusal:
         raise _rejected(refusal)
+    if gate_refusal:
+        raise ApplicationError(gate_refusal, type="Busy", non_retryable=True)
 
 
 @workflow.defn(name="OrderWorkflow")
@@ -98,7 +105,11 @@ class OrderWorkflow:
         self.review_deadline: str | None = None
         self.audit_events = 0
         self.closing = False
-        self._child: workflow.ChildWorkflowHandle | None = None
+        # What Updates wait for; set only with the gate open (see the module docstring).
+        self.review_open = False
+        self.dispatched_to: str | None = None
+        self.ended = False
+        self.child_address = ""
 
     # -- the lifecycle ----------------------------------------------------------------
     @workflow.run
@@ -108,12 +119,9 @@ class OrderWorkflow:
             await asyncio.shield(lifecycle)
         except asyncio.CancelledError:
             # A cancellation through Temporal (client cancel(), Web UI) is a CancelOrder with the
-            # same rule and compensation; the shielded lifecycle sees the flag and compensates.
-            refusal = self._cancel_refusal()
-            if refusal:
-                self._record(Signal.CANCEL, False, f"Temporal cancellation refused: {refusal}")
-            else:
-                self._request_cancel("cancelled through Temporal")
+            # same rule and compensation, held like a signal until the gate opens; the shielded
+            # lifecycle sees the flag and compensates.
+            self.steps.gate.hold_or_apply(self._temporal_cancel)
             await lifecycle
             if self.state == OrderState.CANCELLED:
                 await self._close()
@@ -138,7 +146,7 @@ class OrderWorkflow:
             deadline=self.deadline.isoformat(),
         )
         try:
-            await self._step("receive", OrderActivities.receive_order, OrderState.RECEIVED, interruptible=False)
+            await self._step("receive", OrderActivities.receive_order, OrderState.RECEIVED)
             # A validated order awaits review at once: the step persists that state with its outcome.
             await self._step(
                 "validate", OrderActivities.validate_order, OrderState.VALIDATED, persist=OrderState.AWAITING_REVIEW
@@ -151,7 +159,7 @@ class OrderWorkflow:
             # After dispatch nothing is abandoned: marking shipped retries until it succeeds.
             await self._step("mark_shipped", OrderActivities.mark_shipped, OrderState.SHIPPED, deadline=False)
             await self._finish(OrderState.SHIPPED, None)
-        except (OrderCancelled, StepInterrupted):
+        except OrderCancelled:
             await self._abort(OrderState.CANCELLED, self.cancel_reason or "cancelled")
         except StepError as err:
             if self.cancel_requested:  # a step that fails while we cancel: the order is cancelled
@@ -160,23 +168,11 @@ class OrderWorkflow:
                 await self._abort(OrderState.FAILED, err.reason)
 
     async def _step(
-        self,
-        step: str,
-        activity,
-        state: OrderState | None,
-        *,
-        interruptible: bool = True,
-        deadline: bool = True,
-        persist: OrderState | None = None,
+        self, step: str, activity, state: OrderState | None, *, deadline: bool = True, persist: OrderState | None = None
     ) -> StepResult:
-        if interruptible and self.cancel_requested:
-            raise StepInterrupted(step, f"{step} not started: order is being cancelled")
         self.step = step
         result = await self.steps.run(
-            activity,
-            self._request(step, persist or state),
-            deadline=self.work_deadline if deadline else None,
-            stop=(lambda: self.cancel_requested) if interruptible else None,
+            activity, self._request(step, persist or state), deadline=self.work_deadline if deadline else None
         )
         if state is not None:
             self._enter(state)
@@ -194,8 +190,14 @@ class OrderWorkflow:
 
     async def _review(self) -> None:
         """Wait for a human's approval, or a cancellation, until the review deadline."""
+        # The order listens now: the gate opens (a 1 ms timer); commands held during receive and
+        # validate apply, and Updates are accepted from here on.
+        await self.steps.gate.open()
         self._enter(OrderState.AWAITING_REVIEW)
+        self.review_open = True
         self.step = "review"
+        if self.cancel_requested:
+            raise OrderCancelled()
         now = workflow.now()
         review_deadline = self.work_deadline - timedelta(seconds=self.policy.post_review_reserve_seconds)
         if self.req.review_timeout_seconds is not None:
@@ -225,6 +227,9 @@ class OrderWorkflow:
                 self._enter(OrderState.SHIPPING)
             self.step = "shipping"
             result = await self._run_child(shipment_no)
+            # A child that ended by itself is a history event and the gate is open; one settled
+            # from here took a bookkeeping step, so the gate opens on a timer before Updates hear of it.
+            await self.steps.gate.open()
             for name, stats in result.steps.items():
                 total = self.shipping_steps.setdefault(name, StepStats())
                 total.attempts += stats.attempts
@@ -248,12 +253,13 @@ class OrderWorkflow:
     async def _run_child(self, shipment_no: int) -> ShippingResult:
         info = workflow.info()
         child_id = f"{info.workflow_id}-shipping-{shipment_no}"
+        self.child_address = self.address  # what the shipment has been told
         child = await workflow.start_child_workflow(
             ShippingWorkflow.run,
             ShippingRequest(
                 order_id=self.req.order_id,
                 shipment_no=shipment_no,
-                address=self.address,
+                address=self.child_address,
                 items=self.req.items,
                 deadline=self.work_deadline.isoformat(),
                 parent_workflow_id=info.workflow_id,
@@ -266,23 +272,36 @@ class OrderWorkflow:
             # there, and the refund reserve is still ahead. (A timeout is not a branch on the clock.)
             execution_timeout=max(self.work_deadline - workflow.now(), CHILD_GRACE),
         )
-        self._child = child
-        try:
-            await workflow.wait_condition(lambda: child.done() or self.cancel_requested)
-            if not child.done():
-                child.cancel()
-                try:
+        # The child's start is a history event: the gate opens without a timer. From here the
+        # order listens while the shipment runs; what changes is passed on to the child.
+        await self.steps.gate.open(after_history_event=True)
+        while not child.done():
+            await workflow.wait_condition(
+                lambda: child.done() or self.cancel_requested or self.address != self.child_address
+            )
+            if child.done():
+                break
+            if self.cancel_requested:
+                await self._tell_child(child, Signal.CANCEL_SHIPMENT)
+                try:  # the child answers at once unless the carrier was called; no shipping worker: settle here
                     await workflow.wait_condition(child.done, timeout=CHILD_GRACE, timeout_summary="child grace")
                 except asyncio.TimeoutError:
-                    pass  # no shipping worker answered: settle the shipment from here
-            if child.done():
-                try:
-                    return await child
-                except ChildWorkflowError:
-                    pass  # cancelled, timed out or failed: what it shipped is settled below
-            return await self._settle_child(shipment_no, child_id, child.first_execution_run_id or "")
-        finally:
-            self._child = None
+                    pass
+                break
+            self.child_address = self.address
+            await self._tell_child(child, Signal.UPDATE_ADDRESS, self.child_address)
+        if child.done():
+            try:
+                return await child
+            except ChildWorkflowError:
+                pass  # timed out or failed: what it shipped is settled below
+        return await self._settle_child(shipment_no, child_id, child.first_execution_run_id or "")
+
+    async def _tell_child(self, child: workflow.ChildWorkflowHandle, signal: str, *args: str) -> None:
+        try:
+            await child.signal(signal, args=list(args))
+        except FailureError as err:  # the child closed meanwhile: its result says what happened
+            self.trail.record("signal_to_shipment_failed", "shipping", signal=signal, error=str(err))
 
     async def _settle_child(self, shipment_no: int, child_id: str, run_id: str) -> ShippingResult:
         """Fence the shipment of a child that ended without reporting: dispatched or never."""
@@ -293,7 +312,7 @@ class OrderWorkflow:
         )
         if settled.shipment == "dispatched":
             # As the child records it: the parcel went, found late, and its trail says where.
-            address = settled.address or self.address
+            address = settled.address if settled.address is not None else self.address
             self.trail.record("late_dispatch_found", "dispatch", shipment_no)
             self.trail.record("dispatched", "dispatch", shipment_no, address=address)
             return ShippingResult(shipment_no, dispatched=True, address=address)
@@ -302,7 +321,8 @@ class OrderWorkflow:
 
     def _dispatched(self, result: ShippingResult) -> None:
         self._enter(OrderState.DISPATCHED)
-        self.shipping = f"shipment {result.shipment_no}: dispatched to {result.address}"
+        self.dispatched_to = result.address
+        self.shipping = f"shipment {result.shipment_no}: dispatched to {result.address!r}"
         if result.address != self.address:
             self.trail.record("address_update_too_late", "shipping", used=result.address, requested=self.address)
             self.address = result.address
@@ -338,15 +358,13 @@ class OrderWorkflow:
         self.state = state
         self.trail.record("state_changed", state=state.value)
 
-    async def _flush(self, **fields) -> None:
-        if self.closing:  # the final write carries everything from here on
-            return
-        await self.steps.bookkeeping(
-            ProgressActivities.record_progress,
-            ProgressRecord(order_id=self.req.order_id, events=self.trail.take(), **fields),
-        )
-
     async def _finish(self, state: OrderState, reason: str | None) -> None:
+        if state != OrderState.SHIPPED:
+            # Cancel and address Updates may be waiting for this end: it is entered with the gate
+            # open (a 1 ms timer after the refund). After a dispatch nobody waits: they were
+            # answered when the child reported it.
+            await self.steps.gate.open()
+        self.ended = True
         self._enter(state)
         self.reason = reason
         self.step = "done"
@@ -365,6 +383,7 @@ class OrderWorkflow:
         that arrives while it runs makes the server refuse the completion, and the re-run of this
         task writes again, with that signal's event in the list."""
         await workflow.wait_condition(workflow.all_handlers_finished)
+        self.steps.gate.drain()  # signals that came during the last steps: recorded as too late
         self.closing = True
         self.trail.take()
         self.audit_events = await self.steps.bookkeeping(
@@ -384,8 +403,11 @@ class OrderWorkflow:
     # -- commands: approve, cancel, change the address -----------------------------------
     # Each command has one rule (``_*_refusal``) and one effect. As a Workflow Update its
     # validator applies the rule before the update is accepted (the API answers 409 with the
-    # reason), and the update answers only once its outcome is known. As a signal (the
-    # assignment's names) it cannot answer: a refusal is recorded in status().signals.
+    # reason), and the gate's rule after it (Busy while a step runs: the API sends it again).
+    # As a signal (the assignment's names) it cannot answer: it is held while a step runs, and
+    # a refusal is recorded in status().signals. Handlers only change the order's state: they
+    # never call activities or send commands, and an Update that waits for an outcome waits for
+    # a state entered with the gate open (steps.Gate says why).
     def _record(self, name: str, accepted: bool, detail: str) -> None:
         self.signals.append(SignalRecord(name, accepted, detail, workflow.now().isoformat()))
         self.trail.record("signal_accepted" if accepted else "signal_rejected", name=name, detail=detail)
@@ -412,7 +434,7 @@ class OrderWorkflow:
         if self.state.terminal:
             return f"order already ended ({self.state.value})"
         if self.state == OrderState.DISPATCHED:
-            return "order was already dispatched"
+            return f"order was already dispatched to {self.dispatched_to!r}"
         if self.reason is not None:  # _abort has begun: the refund and the end are under way
             return f"order is ending: {self.reason}"
         return None
@@ -426,104 +448,112 @@ class OrderWorkflow:
         self.cancel_reason = reason or "cancelled by request"
         self._record(Signal.CANCEL, True, self.cancel_reason)
 
-    async def _change_address(self, new_address: str) -> None:
-        """Adopt the address; a running shipment gets it too (if its dispatch has not begun)."""
+    def _temporal_cancel(self) -> None:
+        refusal = self._cancel_refusal()
+        if refusal:
+            self._record(Signal.CANCEL, False, f"Temporal cancellation refused: {refusal}")
+        else:
+            self._request_cancel("cancelled through Temporal")
+
+    def _adopt_address(self, new_address: str) -> None:
+        """The order's address from now on; during shipping the main loop passes it to the child."""
         self.address = new_address
         self._record(Signal.UPDATE_ADDRESS, True, new_address)
-        child = self._child
-        if child is not None and not child.done():
-            try:
-                await child.signal(ShippingWorkflow.update_address, new_address)
-            except FailureError as err:  # the child closed meanwhile: its result says where the parcel went
-                self.trail.record("address_forward_failed", "shipping", error=str(err))
-        await self._flush(address=new_address)
 
-    # The signals: the rule, then the effect or a recorded refusal (a signal cannot answer).
+    # The signals: held while a step runs; then the rule, and the effect or a recorded refusal.
     @workflow.signal(name=Signal.APPROVE)
     def approve_signal(self) -> None:
-        if not self._refused_signal(Signal.APPROVE, self._approve_refusal()):
-            self._approve()
+        self.steps.gate.hold_or_apply(lambda: self._apply(Signal.APPROVE, self._approve_refusal(), self._approve))
 
     @workflow.signal(name=Signal.CANCEL)
     def cancel_signal(self, reason: str = "") -> None:
-        if not self._refused_signal(Signal.CANCEL, self._cancel_refusal()):
-            self._request_cancel(reason)
+        self.steps.gate.hold_or_apply(
+            lambda: self._apply(Signal.CANCEL, self._cancel_refusal(), lambda: self._request_cancel(reason))
+        )
 
     @workflow.signal(name=Signal.UPDATE_ADDRESS)
-    async def update_address_signal(self, new_address: str) -> None:
-        # Re-checked here: a late signal (the order moved on while it waited) is refused, never fatal.
-        if not self._refused_signal(Signal.UPDATE_ADDRESS, self._address_refusal(new_address)):
-            await self._change_address(new_address)
+    def update_address_signal(self, new_address: str) -> None:
+        self.steps.gate.hold_or_apply(
+            lambda: self._apply(
+                Signal.UPDATE_ADDRESS, self._address_refusal(new_address), lambda: self._adopt_address(new_address)
+            )
+        )
 
-    def _refused_signal(self, name: str, refusal: str | None) -> bool:
+    def _apply(self, name: str, refusal: str | None, effect) -> None:
         if refusal:
             self._record(name, False, refusal)
-        return refusal is not None
+        else:
+            effect()
 
     @workflow.signal(name=Signal.DISPATCH_FAILED)
     def dispatch_failed(self, reason: str) -> None:
+        self.steps.gate.hold_or_apply(lambda: self._dispatch_failed(reason))
+
+    def _dispatch_failed(self, reason: str) -> None:
         self.dispatch_failures.append(reason)
         self.trail.record("dispatch_failed", "shipping", len(self.dispatch_failures), reason=reason)
 
+    # The Updates. Each validator applies the command's rule, then the gate's.
     @workflow.update(name=Update.APPROVE)
     def approve(self) -> str:
         self._approve()
         return "approved"
 
-    # The validators: the same rule, before an update is accepted (the API's 409).
     @approve.validator
     def validate_approve(self) -> None:
-        _refuse_if(self._approve_refusal())
+        _refuse_if(self._approve_refusal(), self.steps.gate.refusal())
 
     @workflow.update(name=Update.CANCEL)
     async def cancel(self, reason: str = "") -> str:
         """Answers once the outcome is known: cancelled (and refunded), or dispatched first."""
         self._request_cancel(reason)
-        await workflow.wait_condition(lambda: self.state.terminal or self.state == OrderState.DISPATCHED)
+        await workflow.wait_condition(lambda: self.ended or self.dispatched_to is not None)
+        if self.dispatched_to is not None:
+            raise _rejected(f"the parcel was dispatched to {self.dispatched_to!r} before the cancellation took effect")
         if self.state == OrderState.CANCELLED:
             refunded = {
                 PaymentState.REFUNDED: "; the payment was refunded",
                 PaymentState.VOIDED: "; nothing had been charged (payment voided)",
             }
             return "order cancelled" + refunded.get(self.payment, "")
-        if self.state in (OrderState.DISPATCHED, OrderState.SHIPPED):
-            raise _rejected("the parcel was dispatched before the cancellation took effect")
         raise _rejected(f"order ended {self.state.value}: {self.reason}")
 
     @cancel.validator
     def validate_cancel(self, reason: str = "") -> None:
-        _refuse_if(self._cancel_refusal())
+        _refuse_if(self._cancel_refusal(), self.steps.gate.refusal())
 
     @workflow.update(name=Update.UPDATE_ADDRESS)
     async def update_address(self, new_address: str) -> str:
         """Before shipping: adopted at once. During shipping: answers once the parcel is
         dispatched (to this address, or too late) or the order ends."""
-        shipping = self.state == OrderState.SHIPPING
-        await self._change_address(new_address)
-        if not shipping:
+        self._adopt_address(new_address)
+        if self.state != OrderState.SHIPPING:
             return "address updated"
         await workflow.wait_condition(
-            lambda: self.state.terminal or self.state == OrderState.DISPATCHED or self.address != new_address
+            lambda: self.ended or self.dispatched_to is not None or self.address != new_address
         )
-        if self.state in (OrderState.DISPATCHED, OrderState.SHIPPED):
-            if self.address == new_address:
+        if self.dispatched_to is not None:
+            if self.dispatched_to == new_address:
                 return "address updated; the parcel was dispatched to it"
-            raise _rejected(f"too late: the parcel was dispatched to {self.address!r}")
+            raise _rejected(f"too late: the parcel was dispatched to {self.dispatched_to!r}")
         if self.address != new_address:
             raise _rejected(f"superseded by a later change to {self.address!r}")
-        raise _rejected(f"order ended {self.state.value} before dispatch: {self.reason}")
+        # Adopted (it is the order's address), but no parcel left: say so, as a success.
+        return f"address updated; the order then ended {self.state.value} before dispatch: {self.reason}"
 
     @update_address.validator
     def validate_update_address(self, new_address: str) -> None:
-        _refuse_if(self._address_refusal(new_address))
+        _refuse_if(self._address_refusal(new_address), self.steps.gate.refusal())
 
     @workflow.update(name=Update.WAIT_FOR_REVIEW)
     async def wait_for_review(self) -> OrderState:
         """Return once the order awaits review or has moved past it: a reviewer's long poll."""
-        await workflow.wait_condition(
-            lambda: self.state.terminal or LIFECYCLE.index(self.state) >= LIFECYCLE.index(OrderState.AWAITING_REVIEW)
-        )
+        await workflow.wait_condition(lambda: self.review_open or self.ended)
         return self.state
+
+    @wait_for_review.validator
+    def validate_wait_for_review(self) -> None:
+        _refuse_if(None, self.steps.gate.refusal())
 
     @workflow.query(name="status")
     def status(self) -> OrderStatus:

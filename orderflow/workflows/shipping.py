@@ -3,12 +3,16 @@
 When dispatch cannot succeed it settles the shipment (so no late attempt can dispatch it
 afterwards), signals the parent ``DispatchFailed(reason)`` and ends; the parent decides
 whether to try another shipment. Its audit events travel to the parent in its result.
+
+The parent talks to it with two signals, ``UpdateAddress`` and ``CancelShipment``. Like every
+message they are let in between steps only (steps.Gate): one that arrives while the package is
+prepared takes effect before the carrier is called; one that arrives during dispatch is too late.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from temporalio import workflow
 from temporalio.exceptions import FailureError
@@ -27,21 +31,33 @@ class ShippingWorkflow:
         self.req = req
         self.address = req.address
         self.dispatched = False
+        self.cancel_requested = False
         self.trail = AuditTrail(req.order_id)  # its events reach the database through the parent
         self.steps = StepRunner(req.policy, self.trail)
         self.step = "prepare"  # what status() says the shipment is doing
 
     @workflow.run
     async def run(self, req: ShippingRequest) -> ShippingResult:
+        # A cancellation through Temporal (the Web UI, the CLI) is held like a signal: the body is
+        # shielded from it, so it never interrupts a step (see steps.Gate).
+        body = asyncio.create_task(self._ship(req))
+        try:
+            return await asyncio.shield(body)
+        except asyncio.CancelledError:
+            self.steps.gate.hold_or_apply(self._cancel)
+            return await body
+
+    async def _ship(self, req: ShippingRequest) -> ShippingResult:
         deadline = datetime.fromisoformat(req.deadline)
         try:
             await self.steps.run(
                 ShippingActivities.prepare_package, self._request("prepare", OrderState.SHIPPING), deadline=deadline
             )
-            # A step's retries run inside one workflow task, so signals wait for its end. A 1 ms
-            # timer ends the task here: an UpdateAddress that arrived while the package was being
-            # prepared is applied before the carrier is called (and reaches this shipment).
-            await workflow.sleep(timedelta(milliseconds=1), summary="take address changes before dispatch")
+            # Between the two steps the gate opens (a 1 ms timer): an address change or a
+            # cancellation that arrived while the package was prepared applies now.
+            await self.steps.gate.open()
+            if self.cancel_requested:
+                return await self._cancelled()
             # The core retries dispatch up to ``dispatch_attempts`` times; the activity counts
             # attempts in the database, so a re-run of this task cannot add five more.
             self.step = "dispatch"
@@ -50,24 +66,32 @@ class ShippingWorkflow:
             result = await self.steps.run(
                 ShippingActivities.dispatch_carrier, dispatch, deadline=deadline, settle=False
             )
-            self.address = result.detail.get("address") or self.address
+            sent_to = result.detail.get("address")  # where the parcel went, read from the shipment row
+            if sent_to is not None:  # "" is an address too (an order may ship without one)
+                self.address = sent_to
         except StepError as err:
             settled = await self.steps.settle(self._request("dispatch"), shipment_status="failed")
             if settled.shipment != "dispatched":
                 await self._tell_parent(err.reason)
                 return self._result(dispatched=False, reason=err.reason, out_of_time=isinstance(err, StepAbandoned))
             self.trail.record("late_dispatch_found", "dispatch", req.shipment_no)
-            self.address = settled.address or self.address
-        except asyncio.CancelledError:
-            settled = await self.steps.settle(self._request("dispatch"), shipment_status="cancelled")
-            if settled.shipment != "dispatched":
-                self.trail.record("shipment_cancelled", "shipping", req.shipment_no)
-                raise
-            self.trail.record("late_dispatch_found", "dispatch", req.shipment_no)  # too late to cancel
-            self.address = settled.address or self.address
+            self.address = settled.address if settled.address is not None else self.address
         self.dispatched = True
+        self.step = "done"
         self.trail.record("dispatched", "dispatch", req.shipment_no, address=self.address)
         return self._result(dispatched=True, reason=None)
+
+    async def _cancelled(self) -> ShippingResult:
+        """Cancelled before the carrier was called: fence the shipment so nothing dispatches it later."""
+        settled = await self.steps.settle(self._request("dispatch"), shipment_status="cancelled")
+        if settled.shipment == "dispatched":  # cannot happen before dispatch ran; the row is the truth
+            self.dispatched = True
+            self.address = settled.address if settled.address is not None else self.address
+            self.trail.record("dispatched", "dispatch", self.req.shipment_no, address=self.address)
+            return self._result(dispatched=True, reason=None)
+        self.step = "cancelled"
+        self.trail.record("shipment_cancelled", "shipping", self.req.shipment_no)
+        return self._result(dispatched=False, reason="cancelled")
 
     async def _tell_parent(self, reason: str) -> None:
         parent = workflow.get_external_workflow_handle(self.req.parent_workflow_id)
@@ -97,14 +121,26 @@ class ShippingWorkflow:
             out_of_time=out_of_time,
         )
 
+    # -- messages from the parent: held while a step runs (steps.Gate) ----------------------
     @workflow.signal(name=Signal.UPDATE_ADDRESS)
     def update_address(self, new_address: str) -> None:
-        """Reaches the dispatch step if it has not begun (a step's attempts share one input)."""
-        if self.dispatched:
-            self.trail.record("signal_rejected", name=Signal.UPDATE_ADDRESS, detail="already dispatched")
+        """Reaches the dispatch step if it has not begun."""
+        self.steps.gate.hold_or_apply(lambda: self._adopt(new_address))
+
+    @workflow.signal(name=Signal.CANCEL_SHIPMENT)
+    def cancel_shipment(self) -> None:
+        """Stops the shipment if the carrier has not been called yet."""
+        self.steps.gate.hold_or_apply(self._cancel)
+
+    def _adopt(self, new_address: str) -> None:
+        if self.step != "prepare":
+            self.trail.record("signal_rejected", name=Signal.UPDATE_ADDRESS, detail="dispatch had begun")
             return
         self.address = new_address
         self.trail.record("signal_accepted", name=Signal.UPDATE_ADDRESS, detail=new_address)
+
+    def _cancel(self) -> None:
+        self.cancel_requested = True
 
     @workflow.query(name="status")
     def status(self) -> dict:
@@ -114,5 +150,6 @@ class ShippingWorkflow:
             "step": self.step,
             "address": self.address,
             "dispatched": self.dispatched,
+            "cancel_requested": self.cancel_requested,
             "recent_errors": list(self.steps.errors),
         }

@@ -1,10 +1,10 @@
-"""How both workflows run a flaky step, and how they keep their audit trail.
+"""How both workflows run a flaky step, let messages in between steps, and keep their audit trail.
 
-A step is ONE activity call whose attempts the SDK core retries (``RetryPolicy``): each
+A step is ONE local activity whose attempts the SDK core retries (``RetryPolicy``): each
 attempt gets ``attempt_timeout_seconds`` (start-to-close), failures are retried after a
 short backoff, and the whole step gets the time left until the order's deadline
-(schedule-to-close). No workflow activation and no history event per attempt: measured,
-that is what made an order cost ~0.4 CPU-seconds (see README "Meeting 15 seconds").
+(schedule-to-close). No workflow task and no history event per attempt: that is what keeps
+an order cheap (docs/performance.md).
 
 The activity records every attempt under the step's key (workflow id / run id / step) in
 the database, and answers a repeated execution of the same key with the recorded outcome.
@@ -12,15 +12,26 @@ That is what makes local activities safe: when a workflow task is discarded (a s
 restart, a signal that arrives while the task runs), its local activities run again, and
 they must converge on what the first execution recorded instead of taking another random path.
 
-Decisions never read ``workflow.now()`` right after a local-activity result: live, that
-result may be delivered in a later workflow task than the one replay applies it in, so the
-clock differs and a branch on it is nondeterministic (the evidence history in issue 9).
-Deadlines become activity timeouts (schedule-to-close) and the child's execution timeout instead.
+Messages (signals and Updates) reach the workflow only between steps: the ``Gate``. Why:
+a local activity's result does not arrive with a history event. The SDK core may hand it to
+the workflow one workflow task later than the one whose completion recorded it (a query that
+arrives during a step makes the core complete the task early), while a replay always hands
+it over in the earlier task. Code that runs in reaction to a step's result therefore runs at
+different points live and on replay, relative to any message that came in meanwhile. If a
+message was accepted or applied in that window, the commands come out in another order and
+the history no longer replays (measured: docs/reliability.md, "Messages and the step model").
+So while a step runs, and until the workflow has seen a history event after it, the gate is
+closed: an Update is refused as ``Busy`` (the client sends it again a moment later) and a
+signal is held, then applied when the gate opens. Handlers never schedule activities or send
+commands, and an Update completes only in reaction to a history event.
+
+Decisions never read ``workflow.now()`` right after a local-activity result, for the same
+reason: the clock differs between live and replay there. Deadlines become activity timeouts
+(schedule-to-close) and the child's execution timeout instead.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -57,8 +68,56 @@ class StepAbandoned(StepError):
     """Out of time: the deadline passed before an attempt succeeded."""
 
 
-class StepInterrupted(StepError):
-    """Stopped because the order is being cancelled."""
+BUSY = "a step is running; send it again in a moment"
+# The gate opens on a 1 ms timer after a step: a history event, so the workflow reaches the same
+# point live and on replay before it looks at any message (see the module docstring).
+GATE_TIMER = timedelta(milliseconds=1)
+
+
+class Gate:
+    """Lets messages in between steps only.
+
+    ``close()`` when a step starts (StepRunner does it). ``await open()`` after it: a 1 ms
+    timer (or, with ``after_history_event=True``, the caller just awaited one itself, such as
+    a child workflow's start), then the held signals are applied in the order they came.
+    Update validators call ``refusal()``; signal handlers call ``hold_or_apply()``.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._held: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        self.closed = True
+
+    def refusal(self) -> str | None:
+        """Why an Update cannot be accepted now (None: it can). The API sends a Busy one again."""
+        return BUSY if self.closed else None
+
+    def hold_or_apply(self, effect: Callable[[], None]) -> None:
+        """A signal's effect: now if the gate is open, else when it opens."""
+        if self.closed:
+            self._held.append(effect)
+        else:
+            effect()
+
+    async def open(self, *, after_history_event: bool = False) -> None:
+        if not self.closed:
+            return
+        if not after_history_event:
+            await workflow.sleep(GATE_TIMER, summary="between steps: let messages in")
+        self.closed = False
+        self.drain()
+
+    def drain(self) -> None:
+        """Apply the held signals now (the gate stays as it is): at the end, where every
+        command's rule refuses, so each is recorded as refused instead of lost."""
+        held, self._held = self._held, []
+        for effect in held:
+            effect()
+
+    def held(self) -> int:
+        return len(self._held)
 
 
 class AuditTrail:
@@ -102,11 +161,13 @@ class AuditTrail:
 
 
 class StepRunner:
-    """Runs the steps of one workflow run and keeps what status() shows about them."""
+    """Runs the steps of one workflow run, closes its gate while they run, and keeps what
+    status() shows about them."""
 
     def __init__(self, policy: StepPolicy, trail: AuditTrail):
         self.policy = policy
         self.trail = trail
+        self.gate = Gate()
         self.stats: dict[str, StepStats] = {}
         self.errors: list[str] = []
 
@@ -120,20 +181,14 @@ class StepRunner:
         )
 
     async def run(
-        self,
-        activity: Callable,
-        req: StepRequest,
-        *,
-        deadline: datetime | None,
-        stop: Callable[[], bool] | None = None,
-        settle: bool = True,
+        self, activity: Callable, req: StepRequest, *, deadline: datetime | None, settle: bool = True
     ) -> StepResult:
-        """Run the step until it succeeds; raise StepFailed, StepAbandoned or StepInterrupted.
+        """Run the step until it succeeds; raise StepFailed or StepAbandoned.
 
         ``deadline`` bounds the whole step (schedule-to-close); None retries until success
-        (marking shipped, refunding: after dispatch nothing is abandoned). ``stop()`` true
-        cancels the step at the next workflow task. With ``settle`` an abandoned step is
-        closed in the database first, and a late attempt that did succeed wins.
+        (marking shipped, refunding: after dispatch nothing is abandoned). A step is never
+        interrupted: a cancellation takes effect when it has ended. With ``settle`` an
+        abandoned step is closed in the database first, and a late attempt that did succeed wins.
         """
         step = req.step
         self.stats[step] = StepStats(state="running")
@@ -146,30 +201,20 @@ class StepRunner:
             # command replay compares. At least one attempt's worth, so the step always runs.
             left = max(deadline - workflow.now(), timedelta(seconds=self.policy.attempt_timeout_seconds))
             options["schedule_to_close_timeout"] = left
-        if self.policy.local_activities:
-            call = workflow.execute_local_activity_method(activity, req, **options)
-        else:
-            call = workflow.execute_activity_method(activity, req, **options)
-        task = asyncio.ensure_future(call)
-        if stop is not None:
-            await workflow.wait_condition(lambda: task.done() or stop())
-            if not task.done():
-                task.cancel()  # the core cancels the running attempt; the step is settled below
-        interrupted = lambda: stop is not None and stop()  # noqa: E731
+        self.gate.close()
         try:
-            result: StepResult = await task
+            if self.policy.local_activities:
+                result: StepResult = await workflow.execute_local_activity_method(activity, req, **options)
+            else:
+                result = await workflow.execute_activity_method(activity, req, **options)
         except FailureError as err:
-            return await self._failed(req, err, settle, interrupted())
-        except asyncio.CancelledError as err:
-            if not interrupted():
-                raise  # the workflow itself is being cancelled: its caller settles
-            return await self._failed(req, err, settle, True)
+            return await self._failed(req, err, settle)
         self.stats[step] = result.stats()
         for message in result.errors:
             self.error(message)
         return result
 
-    async def _failed(self, req: StepRequest, err: BaseException, settle: bool, interrupted: bool) -> StepResult:
+    async def _failed(self, req: StepRequest, err: FailureError, settle: bool) -> StepResult:
         step = req.step
         # Live, a failed local activity arrives as ActivityError(cause); when its marker is
         # replayed, as the cause itself. Both must take the same branch.
@@ -196,8 +241,6 @@ class StepRunner:
                 raise StepFailed(step, f"{step}: {settled.error}") from None
         else:
             self.stats[step].state = "abandoned"
-        if interrupted:
-            raise StepInterrupted(step, f"{step} stopped: order is being cancelled") from None
         used_up = isinstance(cause, ApplicationError) or (
             isinstance(cause, TimeoutError) and cause.type != TimeoutType.SCHEDULE_TO_CLOSE
         )
@@ -221,8 +264,9 @@ class StepRunner:
         )
 
     async def bookkeeping(self, activity: Callable, arg: Any) -> Any:
-        """A database-only activity (no flaky call), retried until it succeeds."""
+        """A database-only activity (no flaky call), retried until it succeeds. A step too: it closes the gate."""
         options: dict[str, Any] = dict(start_to_close_timeout=BOOKKEEPING_TIMEOUT, retry_policy=BOOKKEEPING_RETRY)
+        self.gate.close()
         if self.policy.local_activities:
             return await workflow.execute_local_activity_method(activity, arg, **options)
         return await workflow.execute_activity_method(activity, arg, **options)

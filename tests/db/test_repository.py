@@ -314,7 +314,12 @@ def test_prebuilt_statements_bind_no_name_that_is_also_a_column():
     from orderflow.db import repository
 
     updates = [repository._COUNT_ATTEMPT, repository._COUNT_FAILURE, repository._CLOSE_STEP]
-    updates += [repository._advance_statement(state, reason) for state in OrderState for reason in (True, False)]
+    updates += [
+        repository._advance_statement(state, reason, address)
+        for state in OrderState
+        for reason in (True, False)
+        for address in (True, False)
+    ]
     for statement in updates:
         named = {b.key for b in visitors.iterate(statement) if isinstance(b, BindParameter) and not b.unique}
         columns = {c.name for c in statement.table.columns}
