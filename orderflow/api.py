@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 from temporalio.exceptions import TemporalError
 
@@ -404,10 +405,52 @@ class _EmbeddedServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
+# How long a stopping API lets requests in flight finish; then uvicorn cancels them. Its
+# default waits for every one, and a review long-poll or a command can take COMMAND_TIMEOUT:
+# `orderflow dev` took 10-20 s to stop, refusing connections all along. Other requests take
+# milliseconds, so a second loses none of them.
+GRACEFUL_SHUTDOWN = 1  # seconds (uvicorn takes whole ones)
+
+
+def _stopping_answers_503(app: ASGIApp) -> ASGIApp:
+    """The app, except that a request uvicorn cancels at shutdown is answered 503 (retry).
+
+    Without this its client gets a bare "500 Internal Server Error" and the log a traceback,
+    for what is only the API stopping or restarting.
+    """
+
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def send_noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await app(scope, receive, send_noting_start)
+        except asyncio.CancelledError:
+            if scope["type"] != "http" or started:
+                raise
+            # The task ends here, answered: uvicorn cancelled it only to end it.
+            body = b'{"error": "the API is stopping; retry in a moment"}'
+            headers = [(b"content-type", b"application/json"), (b"retry-after", b"1")]
+            await send({"type": "http.response.start", "status": 503, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+    return guarded
+
+
 async def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8000) -> None:
-    server = _EmbeddedServer(
-        uvicorn.Config(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(
+        _stopping_answers_503(create_app(settings)),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
     )
+    server = _EmbeddedServer(config)
     task = asyncio.ensure_future(server.serve())
     try:
         await asyncio.shield(task)

@@ -10,7 +10,9 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 from orderflow.config import DEFAULT_STATE_DIR, ConfigError, Settings
@@ -78,7 +80,9 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
     """The whole stack, each part in its own OS process (see devstack.ProcessStack).
 
     The dev server, the API and each worker use their own core; their logs arrive here as
-    one stream of JSON lines on stderr, each with a ``proc`` field naming its process.
+    one stream of JSON lines on stderr, each with a ``proc`` field naming its process. A
+    process that dies is restarted (``ProcessStack.supervise``); one that keeps dying ends
+    the command with exit code 1. Ctrl-C or SIGTERM stops everything within 3 s.
     """
     from orderflow.devstack import ProcessStack
 
@@ -115,10 +119,10 @@ async def cmd_dev(args: argparse.Namespace, settings: Settings) -> int:
             + "\n"
             f'Logs: one JSON line per event on stderr; "proc" names the process.\n'
             f"Try: curl -X POST '{stack.api_url}/orders/123/start?payment_id=abc123'\n"
-            f"Ctrl-C stops everything.",
+            f"A process that dies is restarted (one log line each). Ctrl-C stops everything.",
             flush=True,
         )
-        outcome.append(await stack.watch())
+        outcome.append(await stack.supervise())  # returns only when it gives up
 
     try:
         await _run_until_stopped(run())
@@ -142,6 +146,51 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 100)
 
 
+# How often a worker asks whether its Temporal server still answers (a gRPC health check;
+# measured, 1000 in a row: 0.4 ms of the worker's CPU and 0.5 ms of the server's each, so under
+# 0.1 % of a core at one a second), and how long one check may take. A server that went away
+# refuses at once; the longer timeout keeps a busy second on a loaded machine from counting.
+SERVER_CHECK_SECONDS = 1.0
+SERVER_CHECK_TIMEOUT = timedelta(seconds=3)
+
+
+async def _server_answers(client) -> tuple[bool, str]:
+    """Whether the Temporal server answers a health check, and if not, why (one short line)."""
+    try:
+        return await client.service_client.check_health(timeout=SERVER_CHECK_TIMEOUT), ""
+    except Exception as err:  # RPCError: refused, unavailable, timed out
+        return False, (str(err).splitlines() or [type(err).__name__])[0][:200]
+
+
+async def _report_server_outages(client, address: str) -> None:
+    """One log line when the Temporal server stops answering, one when it answers again.
+
+    The SDK needs no help to survive an outage: its pollers retry on their own (temporalio 1.35,
+    measured: a worker outlived a 75 s outage of the dev server and polled again about 5 s after
+    it was back). But it says nothing while it retries (client.core_log_level keeps the core's
+    per-poll warnings out), so without these lines a worker cut off from its server looks idle.
+    """
+    down_since: float | None = None
+    while True:
+        await asyncio.sleep(SERVER_CHECK_SECONDS)
+        asked = time.monotonic()
+        answered, error = await _server_answers(client)
+        if not answered and down_since is None:  # said once per outage, however long it lasts
+            down_since = asked
+            log.warning(
+                f"Temporal server at {address} went away; the worker keeps retrying and resumes when it is back",
+                extra={"orderflow": {"event": "temporal_away", "error": error}},
+            )
+        elif answered and down_since is not None:
+            log.info(
+                f"Temporal server at {address} answers again; the worker's polls resume on their own",
+                extra={
+                    "orderflow": {"event": "temporal_back", "down_seconds": round(time.monotonic() - down_since, 1)}
+                },
+            )
+            down_since = None
+
+
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
     (worker,) = await _workers(settings, (args.kind,))
     tune_gc()
@@ -155,7 +204,7 @@ async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:
             }
         },
     )
-    await _run_until_stopped(worker.run())
+    await _run_until_stopped(worker.run(), _report_server_outages(worker.client, settings.temporal_address))
 
 
 async def cmd_api(args: argparse.Namespace, settings: Settings) -> None:

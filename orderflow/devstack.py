@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
+from orderflow.logs import json_record
+
 if TYPE_CHECKING:
     from orderflow.config import Settings
 
@@ -131,6 +133,15 @@ def _stop_process(process: subprocess.Popen, timeout: float = 10.0) -> None:
         process.wait()
 
 
+def _wait_until(processes: list[subprocess.Popen], deadline: float) -> None:
+    """Wait for each process to end, but not past ``deadline`` (time.monotonic())."""
+    for process in processes:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+
+
 @dataclass
 class DevServer:
     """A ``temporal server start-dev`` process with a SQLite file (or in memory) and the Web UI."""
@@ -173,7 +184,11 @@ class DevServer:
             cmd += dynamic_config_args()
         return cmd
 
-    def start(self, timeout: float = 30.0) -> "DevServer":
+    def launch(self) -> subprocess.Popen:
+        """Start the process and return at once (``start`` also waits until it listens).
+
+        Call it from the main thread: ``die_with_parent`` ties the child to the forking thread.
+        """
         if port_open("127.0.0.1", self.port):
             raise DevServerError(f"port {self.port} is taken: is a Temporal server already running there?")
         out: int | IO[bytes]
@@ -193,15 +208,35 @@ class DevServer:
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
+        return self.process
+
+    def _listening(self) -> bool:
+        """True once the port answers; DevServerError if the process has ended instead."""
+        if port_open("127.0.0.1", self.port):
+            return True
+        if self.process is None or self.process.poll() is not None:
+            code = self.process.returncode if self.process else None
+            raise DevServerError(f"temporal dev server exited with code {code}")
+        return False
+
+    def start(self, timeout: float = 30.0) -> "DevServer":
+        """Launch it and wait (blocking) until it listens: for fixtures, scripts and notebooks."""
+        self.launch()
         end = time.monotonic() + timeout
-        while not port_open("127.0.0.1", self.port):
-            if self.process.poll() is not None:
-                raise DevServerError(f"temporal dev server exited with code {self.process.returncode}")
+        while not self._listening():
             if time.monotonic() > end:
                 self.stop()
                 raise DevServerError(f"temporal dev server did not listen on {self.port} within {timeout} s")
             time.sleep(0.05)
         return self
+
+    async def wait_listening(self, timeout: float = 30.0) -> None:
+        """``start``'s wait, without blocking the event loop (Ctrl-C stays prompt meanwhile)."""
+        end = time.monotonic() + timeout
+        while not self._listening():
+            if time.monotonic() > end:
+                raise DevServerError(f"temporal dev server did not listen on {self.port} within {timeout} s")
+            await asyncio.sleep(0.05)
 
     def stop(self) -> None:
         if self.process:
@@ -218,6 +253,8 @@ class DevServer:
                 await Client.connect(self.address, namespace=namespace)  # asks the server for its info
                 return
             except Exception:
+                if self.process is not None and self.process.poll() is not None:
+                    raise DevServerError(f"temporal dev server exited with code {self.process.returncode}") from None
                 if time.monotonic() > end:
                     raise
                 await asyncio.sleep(0.1)
@@ -253,18 +290,60 @@ class LogRelay:
                     record = json.loads(line)
                 except ValueError:
                     record = None
-                merged = {"proc": name, **record} if isinstance(record, dict) else {"proc": name, "msg": line}
-                with self._lock:
-                    try:
-                        self.stream.write(json.dumps(merged, default=str) + "\n")
-                        self.stream.flush()
-                    except (OSError, ValueError):  # the terminal went away: keep draining
-                        pass
+                self.write({"proc": name, **record} if isinstance(record, dict) else {"proc": name, "msg": line})
+
+    def write(self, record: dict[str, Any]) -> None:
+        """One JSON line, whole: a child's, or the stack's own (a restart, a kill at shutdown)."""
+        if self.stream is None:
+            return
+        with self._lock:
+            try:
+                self.stream.write(json.dumps(record, default=str) + "\n")
+                self.stream.flush()
+            except (OSError, ValueError):  # the terminal went away: keep draining
+                pass
 
     def join(self, timeout: float = 5.0) -> None:
         end = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, end - time.monotonic()))
+
+
+# Supervision (``ProcessStack.supervise``, what ``orderflow dev`` runs). A process that dies is
+# restarted; one that dies again soon after each restart (a taken port, a bad setting) would
+# restart forever, so it gets a growing pause and, after a few such deaths in a row, we give up.
+STABLE_SECONDS = 10.0  # ran this long before dying: a healthy run, so restart it at once
+RESTART_PAUSES = (0.0, 1.0, 2.0)  # before the 1st, 2nd, 3rd restart in a row of quick deaths; a 4th gives up
+
+# Shutdown (``ProcessStack.stop``): everything gone within 3 s of Ctrl-C, however stuck a child is.
+# Measured after SIGTERM: an idle worker ends in about 0.06 s, the API in its graceful window
+# (api.GRACEFUL_SHUTDOWN, 1 s, when a request is still open) plus 0.2 s, the dev server in
+# 1.1 s (its own drain; no setting shortens it). The server is told last, after the workers or
+# WORKERS_GRACE, whichever comes first, because a stopping worker still talks to it.
+WORKERS_GRACE = 0.5
+STOP_DEADLINE = 2.0  # then whatever still runs is SIGKILLed (the SQLite file survives that: WAL, see above)
+
+PROCESS_NAMES = {
+    "temporal": "the Temporal dev server",
+    "orders": "the orders worker",
+    "shipping": "the shipping worker",
+    "api": "the API",
+}
+
+
+def describe(name: str) -> str:
+    return PROCESS_NAMES.get(name, f"the {name} process")
+
+
+def how_it_ended(code: int) -> tuple[str, dict[str, Any]]:
+    """``Popen.returncode`` in words and as log fields: a negative code is the signal that ended it."""
+    if code >= 0:
+        return f"exited with code {code}", {"exit_code": code}
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    return f"was killed by {name}", {"exit_code": code, "signal": name}
 
 
 @dataclass
@@ -281,9 +360,10 @@ class ProcessStack:
     (docker-compose.yml: a database user per service; a metrics port per worker).
 
     Every child dies with this process (``die_with_parent``) and runs in its own session, so
-    a terminal's Ctrl-C reaches only the parent, which stops them all (``stop``). Their logs
-    go through one ``LogRelay`` to ``logs`` (None: discarded). Start and stop it from the
-    main thread.
+    a terminal's Ctrl-C reaches only the parent, which stops them all (``stop``, within 3 s).
+    Their logs go through one ``LogRelay`` to ``logs`` (None: discarded). ``supervise`` restarts
+    whatever dies (``orderflow dev``); without it a death stays a death (the benchmark, the
+    tests, which kill and respawn on purpose). Start and stop it from the main thread.
     """
 
     settings: "Settings"
@@ -298,6 +378,8 @@ class ProcessStack:
     extra_args: dict[str, tuple[str, ...]] = field(default_factory=dict)
     server: DevServer | None = field(default=None, init=False)
     processes: dict[str, subprocess.Popen] = field(default_factory=dict, init=False)
+    started_at: dict[str, float] = field(default_factory=dict, init=False)  # time.monotonic() of each (re)start
+    quick_deaths: dict[str, int] = field(default_factory=dict, init=False)  # in a row, per process
 
     def __post_init__(self) -> None:
         self.relay = LogRelay(self.logs)
@@ -326,6 +408,7 @@ class ProcessStack:
         args += self.extra_args.get(name, ())
         process = spawn_orderflow(*args, settings=settings, output=subprocess.PIPE, own_session=True)
         self.processes[name] = process
+        self.started_at[name] = time.monotonic()
         self.relay.follow(name, process.stdout)
 
     async def start(self, timeout: float = 60.0) -> "ProcessStack":
@@ -343,9 +426,8 @@ class ProcessStack:
                 db_file=self.state_dir / "temporal.db" if self.state_dir else None,
                 capture_output=True,
             )
-            self.server.start()
-            self.relay.follow("temporal", self.server.process.stdout)
-            await self.server.wait_ready(self.settings.namespace)
+            self._launch_server()
+            await self._server_ready()
         migrate.upgrade(self.settings.db_url)
         for kind in self.workers:
             self._spawn(kind, "worker", kind)
@@ -408,6 +490,93 @@ class ProcessStack:
                 return f"the {name} process exited with code {ended[name]}"
             await asyncio.sleep(interval)
 
+    # -- supervision (orderflow dev) ---------------------------------------------------------
+    async def supervise(self, interval: float = 0.25) -> str:
+        """Restart each process that ends, with one log line each; return why it gave up.
+
+        A worker or the API is started again as ``start`` did; the dev server this stack
+        started, again on the same port and SQLite file, so running orders carry on. The
+        workers and the API ride out the server's absence on their own (the SDK retries).
+        """
+        while True:
+            for name, code in self.exited().items():
+                gave_up = await self._restart(name, code)
+                if gave_up:
+                    return gave_up
+            await asyncio.sleep(interval)  # a dead child is noticed within this (waitpid is cheap)
+
+    def _pause_before_restart(self, name: str) -> float | None:
+        """Seconds to wait before restarting ``name``, or None: it keeps dying, give up."""
+        ran = time.monotonic() - self.started_at.get(name, 0.0)
+        in_a_row = 1 if ran >= STABLE_SECONDS else self.quick_deaths.get(name, 0) + 1
+        self.quick_deaths[name] = in_a_row
+        return RESTART_PAUSES[in_a_row - 1] if in_a_row <= len(RESTART_PAUSES) else None
+
+    async def _restart(self, name: str, code: int) -> str | None:
+        what = describe(name)
+        old_pid = self.pids()[name]
+        how, fields = how_it_ended(code)
+        pause = self._pause_before_restart(name)
+        if pause is None:
+            reason = (
+                f"{what} {how}: {len(RESTART_PAUSES) + 1} deaths in a row, each within "
+                f"{STABLE_SECONDS:g} s of starting; gave up restarting it"
+            )
+            self._log(name, "ERROR", reason, event="gave_up", pid=old_pid, **fields)
+            return reason
+        await asyncio.sleep(pause)
+        try:
+            restarted = await self._start_again(name)
+        except DevServerError as err:  # the server's port is taken: counts as dying at once
+            self.started_at[name] = time.monotonic()
+            msg = f"{what} (pid {old_pid}) {how}; could not restart it: {err}"
+            self._log(name, "WARNING", msg, event="restart_failed", pid=old_pid, **fields)
+            return None
+        after = f" after a {pause:g} s pause" if pause else ""
+        msg = f"{what} (pid {old_pid}) {how}; {restarted}{after} as pid {self.pids()[name]}"
+        self._log(name, "WARNING", msg, event="restarted", pid=self.pids()[name], previous_pid=old_pid, **fields)
+        if name == "temporal":
+            await self._restarted_server_ready()
+        return None
+
+    async def _start_again(self, name: str) -> str:
+        """Start a dead process again, as ``start`` did; returns what was done, for the log line."""
+        if name != "temporal":
+            self.respawn(name)
+            return "restarted it"
+        assert self.server is not None
+        # A killed process's listening socket outlives it by a few milliseconds.
+        end = time.monotonic() + 1.0
+        while port_open("127.0.0.1", self.server.port) and time.monotonic() < end:
+            await asyncio.sleep(0.02)
+        self._launch_server()
+        return f"restarted it on the same file {self.server.db_file}" if self.server.db_file else "restarted it"
+
+    def _launch_server(self) -> None:
+        assert self.server is not None
+        self.server.launch()
+        self.started_at["temporal"] = time.monotonic()
+        self.relay.follow("temporal", self.server.process.stdout)
+
+    async def _server_ready(self) -> None:
+        """Wait (without blocking the loop) until the dev server answers a client."""
+        assert self.server is not None
+        await self.server.wait_listening()
+        await self.server.wait_ready(self.settings.namespace)
+
+    async def _restarted_server_ready(self) -> None:
+        assert self.server is not None and self.server.process is not None
+        try:
+            await self._server_ready()
+        except DevServerError:
+            if self.server.process.poll() is None:
+                raise  # alive yet never answering: another restart would not help
+            # It died again: the next round of supervise() sees it, counts it and pauses.
+
+    def _log(self, name: str, level: str, msg: str, **fields: Any) -> None:
+        """One line of the stack's own in the merged stream, named after the process it is about."""
+        self.relay.write({"proc": name, **json_record(level, "orderflow.dev", msg), **fields})
+
     def pids(self) -> dict[str, int]:
         pids = {name: p.pid for name, p in self.processes.items()}
         if self.server and self.server.process:
@@ -445,20 +614,35 @@ class ProcessStack:
             raise DevServerError("restart_server needs a dev server started by this stack with a state_dir")
         self.server.stop()
         await asyncio.sleep(down_seconds)
-        self.server.start()
-        self.relay.follow("temporal", self.server.process.stdout)
-        await self.server.wait_ready(self.settings.namespace)
+        self._launch_server()
+        await self._server_ready()
 
     def stop(self) -> None:
-        """SIGTERM the API and the workers (they shut down gracefully), then the dev server."""
-        for process in self.processes.values():
+        """Everything down within STOP_DEADLINE (Ctrl-C must feel instant, and free the ports).
+
+        SIGTERM the API and the workers (they shut down gracefully), the dev server once the
+        workers are gone (or WORKERS_GRACE has passed), then SIGKILL whatever still runs, with
+        one log line each.
+        """
+        began = time.monotonic()
+        children = {name: p for name, p in self.processes.items() if p.poll() is None}
+        for process in children.values():
+            process.terminate()
+        _wait_until([p for name, p in children.items() if name != "api"], began + WORKERS_GRACE)
+        if self.server and self.server.process and self.server.process.poll() is None:
+            children["temporal"] = self.server.process
+            self.server.process.terminate()
+        _wait_until(list(children.values()), began + STOP_DEADLINE)
+        for name, process in children.items():
             if process.poll() is None:
-                process.terminate()
-        for process in self.processes.values():
-            _stop_process(process)
+                process.kill()
+                process.wait()
+                what = describe(name)
+                msg = f"{what} (pid {process.pid}) still ran {time.monotonic() - began:.1f} s after SIGTERM; killed it"
+                self._log(name, "WARNING", msg, event="killed", pid=process.pid)
         if self.server:
-            self.server.stop()
-        self.relay.join()
+            self.server.process = None
+        self.relay.join(1.0)  # the children are gone, so their pipes have ended
 
     async def __aenter__(self) -> "ProcessStack":
         try:

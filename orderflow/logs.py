@@ -5,19 +5,21 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from datetime import datetime, timezone
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
+def json_record(level: str, logger: str, msg: str, created: float | None = None) -> dict:
+    """The fields every JSON log line starts with (``JsonFormatter``; ``orderflow dev``'s own lines)."""
+    when = datetime.fromtimestamp(time.time() if created is None else created, timezone.utc)
+    return {"ts": when.isoformat(timespec="milliseconds"), "level": level, "logger": logger, "msg": msg}
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        out: dict = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        out = json_record(record.levelname, record.name, record.getMessage(), record.created)
         for key, value in record.__dict__.items():
             if key in _STANDARD:
                 continue
