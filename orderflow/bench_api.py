@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 from temporalio.client import Client, WorkflowHistory
+from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
 from tqdm import tqdm
 
@@ -143,9 +144,14 @@ def _workflow_type(history: WorkflowHistory) -> str:
     return history.events[0].workflow_execution_started_event_attributes.workflow_type.name
 
 
-async def replay_histories(histories: list[WorkflowHistory]) -> dict:
-    """Replay each history on today's workflow code, as a restarted worker would."""
-    replayer = Replayer(workflows=[OrderWorkflow, ShippingWorkflow], workflow_runner=WORKFLOW_RUNNER)
+async def replay_histories(
+    histories: list[WorkflowHistory], data_converter: DataConverter = DataConverter.default
+) -> dict:
+    """Replay each history on today's workflow code, as a restarted worker would (with the
+    workers' data converter: an encrypted history needs its codec)."""
+    replayer = Replayer(
+        workflows=[OrderWorkflow, ShippingWorkflow], workflow_runner=WORKFLOW_RUNNER, data_converter=data_converter
+    )
 
     async def each():
         for history in histories:
@@ -208,7 +214,7 @@ async def run_api(
             admitted = [r.order_id for r in runs if r.start_code == 201]
             await asyncio.sleep(0.5)  # let visibility list the last shipments
             histories = await histories_of(client, stack, admitted)
-    replay = await replay_histories(histories)
+    replay = await replay_histories(histories, client.data_converter)
 
     repo = Repository.from_url(db_url)
     violations = audit.check_invariants(repo, admitted)

@@ -1,4 +1,4 @@
-"""The ``orderflow`` command: dev | worker orders|shipping | api | db upgrade | bench."""
+"""The ``orderflow`` command: dev | worker orders|shipping | api | codec-server | db upgrade | bench."""
 
 from __future__ import annotations
 
@@ -214,6 +214,14 @@ async def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
     await _run_until_stopped(serve(settings, args.host, args.port))
 
 
+async def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> None:
+    from orderflow import codec_server
+
+    await _run_until_stopped(
+        codec_server.serve(settings, args.host, args.port, args.ui_origin or codec_server.DEFAULT_UI_ORIGINS)
+    )
+
+
 def cmd_db(args: argparse.Namespace, settings: Settings) -> None:
     from orderflow.db import migrate
 
@@ -255,6 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     api.add_argument("--host", default="127.0.0.1")
     api.add_argument("--port", type=int, default=8000)
 
+    codec = sub.add_parser("codec-server", help="decrypt payloads for the Web UI and CLI (needs ORDERFLOW_CODEC_KEYS)")
+    codec.add_argument("--host", default="127.0.0.1")
+    codec.add_argument("--port", type=int, default=8081)
+    codec.add_argument(
+        "--ui-origin",
+        action="append",
+        help="a Web UI origin allowed to call it (repeat for more; default http://localhost:8233 and http://127.0.0.1:8233)",
+    )
+
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
 
@@ -281,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(cmd_worker(args, settings))
         elif args.command == "api":
             asyncio.run(cmd_api(args, settings))
+        elif args.command == "codec-server":
+            asyncio.run(cmd_codec_server(args, settings))
         elif args.command == "db":
             cmd_db(args, settings)
     except KeyboardInterrupt:

@@ -32,6 +32,7 @@ from temporalio.runtime import LoggingConfig, PrometheusConfig, Runtime, Telemet
 from temporalio.service import RPCError, RPCStatusCode
 
 from orderflow.activities import QuietFailureConverter
+from orderflow.codec import EncryptionCodec
 from orderflow.config import ConfigError, Settings
 from orderflow.errors import InvalidOrder, OrderflowError, OrderNotFound
 from orderflow.models import Item, OrderRequest, OrderResult, OrderState, OrderStatus, Update
@@ -136,17 +137,50 @@ def runtime(metrics_address: str | None = None) -> Runtime:
 DATA_CONVERTER = dataclasses.replace(DataConverter.default, failure_converter_class=QuietFailureConverter)
 
 
+class EncodedQuietFailureConverter(QuietFailureConverter):
+    """With encryption on, a failure's message and stack trace go through the codec as well.
+
+    By default Temporal keeps them as plain text in the history (the service and the Web UI show
+    them); ``encode_common_attributes`` moves both into the failure's ``encoded_attributes``
+    payload, which the codec encrypts, and leaves the message "Encoded failure" in their place.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(encode_common_attributes=True)
+
+
+def data_converter(settings: Settings) -> DataConverter:
+    """DATA_CONVERTER, plus the encryption codec when ``settings`` has keys (ORDERFLOW_CODEC_KEYS).
+
+    A DataConverter has three stages: the payload converter (objects <-> JSON payloads), the
+    failure converter (exceptions <-> failures) and the optional payload codec (payloads <->
+    payloads, here encrypted). Clients, workers and Replayers must agree on the codec and its
+    keys, or what one wrote the other cannot read.
+    """
+    if not settings.codec_keys:
+        return DATA_CONVERTER
+    return dataclasses.replace(
+        DATA_CONVERTER,
+        payload_codec=EncryptionCodec(settings.codec_keys),
+        failure_converter_class=EncodedQuietFailureConverter,
+    )
+
+
 async def connect(settings: Settings | None = None) -> Client:
     """A Temporal client for ``settings`` (default: from the environment and the profile file).
 
     The one place every client of the project comes from: workers, the API, the benchmark,
     notebooks and tests. Address, namespace, TLS, API key and gRPC metadata come from
     ``temporalio.envconfig`` (see orderflow/config.py), so the same worker reaches the embedded
-    dev server, a self-hosted cluster or a managed service by configuration alone.
+    dev server, a self-hosted cluster or a managed service by configuration alone. Its data
+    converter (``data_converter``) encrypts payloads when ORDERFLOW_CODEC_KEYS is set; a worker
+    built on this client uses the client's converter.
     """
     settings = settings or Settings.from_env()
     return await Client.connect(
-        **settings.client_connect_config(), runtime=runtime(settings.metrics_address), data_converter=DATA_CONVERTER
+        **settings.client_connect_config(),
+        runtime=runtime(settings.metrics_address),
+        data_converter=data_converter(settings),
     )
 
 

@@ -16,6 +16,8 @@ With none of them set the connection is the embedded dev server at 127.0.0.1:723
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 import uuid
@@ -41,6 +43,8 @@ ORDERFLOW_VARIABLES = (
     "ORDERFLOW_API_TOKEN",
     "ORDERFLOW_LOG_LEVEL",
     "ORDERFLOW_METRICS_ADDRESS",
+    "ORDERFLOW_CODEC_KEYS",
+    "ORDERFLOW_CODEC_KEYS_FILE",
 )
 # The variables temporalio.envconfig reads (other TEMPORAL_* variables tune the SDK core and pass on).
 ENVCONFIG_VARIABLES = (
@@ -132,6 +136,9 @@ class Settings:
     # the limit; at 24 orders/s offered, 25 kept admitted orders at p99 4.4 s (40: 6.7 s). 0: no limit.
     max_in_flight: int = 25
     metrics_address: str | None = None  # host:port for the SDK's Prometheus endpoint; None = off
+    # Payload encryption (orderflow/codec.py): (key id, 32-byte key) pairs, the current key first;
+    # () = off. From ORDERFLOW_CODEC_KEYS or ORDERFLOW_CODEC_KEYS_FILE.
+    codec_keys: tuple[tuple[str, bytes], ...] = field(default=(), repr=False)
 
     def with_own_queues(self, tag: str | None = None) -> Settings:
         """These settings with task queues of their own (``<queue>-<tag>``, a random tag by
@@ -159,6 +166,8 @@ class Settings:
             extras.append("client certificate")
         if self.temporal_profile:
             extras.append(f"profile {self.temporal_profile}")
+        if self.codec_keys:
+            extras.append(f"payloads encrypted with key {self.codec_keys[0][0]}")
         return f"{self.temporal_address} namespace {self.namespace} ({', '.join(extras)})"
 
     def client_connect_config(self) -> dict[str, Any]:
@@ -215,6 +224,8 @@ class Settings:
             env["ORDERFLOW_API_TOKEN"] = self.api_token
         if self.metrics_address:
             env["ORDERFLOW_METRICS_ADDRESS"] = self.metrics_address
+        if self.codec_keys:  # a key file's keys reach the child inline (as the API token does)
+            env["ORDERFLOW_CODEC_KEYS"] = format_codec_keys(self.codec_keys)
         return env
 
     def child_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -244,6 +255,7 @@ class Settings:
             log_level=_log_level(env.get("ORDERFLOW_LOG_LEVEL") or cls.log_level),
             metrics_address=_metrics_address(env.get("ORDERFLOW_METRICS_ADDRESS")),
             max_in_flight=_non_negative_int(env, "ORDERFLOW_MAX_IN_FLIGHT", cls.max_in_flight),
+            codec_keys=_codec_keys(env),
         )
 
 
@@ -276,3 +288,61 @@ def _metrics_address(value: str | None) -> str | None:
     if not port.isdigit() or not 0 < int(port) < 65536 or (sep and not host):
         raise ConfigError(f"ORDERFLOW_METRICS_ADDRESS must be host:port or a port (got {value!r})")
     return f"{host}:{port}"
+
+
+CODEC_KEY_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+CODEC_KEY_BYTES = 32  # AES-256
+NEW_KEY_HINT = "python -c 'import base64,os; print(base64.b64encode(os.urandom(32)).decode())'"
+
+
+def parse_codec_keys(text: str, source: str) -> tuple[tuple[str, bytes], ...]:
+    """``id:base64key`` entries separated by commas or newlines, the current key first; a line
+    starting with ``#`` is a comment. Errors name the entry and its id, never key material."""
+    keys: list[tuple[str, bytes]] = []
+    entries = [e.strip() for e in re.split(r"[,\n]", text)]
+    for n, entry in enumerate((e for e in entries if e and not e.startswith("#")), 1):
+        key_id, sep, encoded = (part.strip() for part in entry.partition(":"))
+        if not sep or not CODEC_KEY_ID.match(key_id):
+            raise ConfigError(
+                f"{source}: entry {n} is not id:base64key (an id of 1-64 letters, digits or _.- then a colon)"
+            )
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except binascii.Error:
+            raise ConfigError(f"{source}: key {key_id!r} is not valid base64") from None
+        if len(key) != CODEC_KEY_BYTES:
+            raise ConfigError(
+                f"{source}: key {key_id!r} is {len(key)} bytes; AES-256 needs {CODEC_KEY_BYTES} (make one: {NEW_KEY_HINT})"
+            )
+        if any(key_id == known for known, _ in keys):
+            raise ConfigError(f"{source}: key id {key_id!r} is listed twice")
+        keys.append((key_id, key))
+    return tuple(keys)
+
+
+def format_codec_keys(keys: tuple[tuple[str, bytes], ...]) -> str:
+    """The ORDERFLOW_CODEC_KEYS value for ``keys`` (parse_codec_keys reads it back)."""
+    return ",".join(f"{key_id}:{base64.b64encode(key).decode()}" for key_id, key in keys)
+
+
+def _codec_keys(env: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
+    """ORDERFLOW_CODEC_KEYS, or the file ORDERFLOW_CODEC_KEYS_FILE names (a mounted secret); unset = off.
+
+    Set but holding no key is an error: a typo must not quietly run the workers unencrypted.
+    """
+    inline = env.get("ORDERFLOW_CODEC_KEYS") or ""
+    path = env.get("ORDERFLOW_CODEC_KEYS_FILE") or ""
+    if inline and path:
+        raise ConfigError("set ORDERFLOW_CODEC_KEYS or ORDERFLOW_CODEC_KEYS_FILE, not both")
+    if path:
+        source = f"ORDERFLOW_CODEC_KEYS_FILE={path}"
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ConfigError(f"{source}: cannot read it ({err.strerror})") from None
+    else:
+        source, text = "ORDERFLOW_CODEC_KEYS", inline
+    keys = parse_codec_keys(text, source)
+    if (path or inline.strip()) and not keys:
+        raise ConfigError(f"{source}: no key in it; give id:base64key (make a key: {NEW_KEY_HINT})")
+    return keys
