@@ -63,11 +63,7 @@ FORBIDDEN: list[tuple[str, re.Pattern[str], re.Pattern[str] | None]] = [
 # Known offenders in code that was being rewritten elsewhere when this test came in, so they were
 # not edited with it: (path, text on the offending line). While one exists it is a warning, not a
 # failure; once its line is fixed the entry fails as stale, so the list only shrinks. Do not add.
-PENDING: set[tuple[str, str]] = {
-    ("orderflow/workflows/steps.py", "the evidence history in issue 9"),
-    ("tests/test_effects.py", "Effects agree with history (issue 8)"),
-    ("tests/test_workflows_order.py", "(sdk-rust issue #1454)"),
-}
+PENDING: set[tuple[str, str]] = set()
 
 
 def repo_files() -> list[str]:

@@ -1,4 +1,4 @@
-"""Effects agree with history (issue 8): discarded workflow tasks, racing commands, a missing worker.
+"""Effects agree with history: discarded workflow tasks, racing commands, a missing worker.
 
 A workflow task is *discarded* when the server does not record it (a server restart, a signal
 that arrives while it runs): its local activities already wrote to the database, and the

@@ -44,7 +44,7 @@ def db_view(stack, order_id):
 async def test_happy_path_ships_and_charges_once(stack, scripted):
     # A hang, then a failure, then success. Not failure-then-hang: the SDK core (1.35) leaves a
     # failed attempt's start-to-close timer running, and it can cut the attempt after next short
-    # (sdk-rust issue #1454), which would make this count (4, 1, 2) some of the time.
+    # (temporalio/sdk-rust#1454), which would make this count (4, 1, 2) some of the time.
     scripted.set(ChargePayment=[HANG, FAIL], PreparePackage=[HANG])
     order_id, handle = await start(stack, "happy", items=[Item("ABC", 2), Item("XYZ", 1)], address="1 Main St")
     assert await order_client.approve_when_ready(handle)
