@@ -300,6 +300,8 @@ def http_error(err: Exception, order_id: str) -> HTTPException:
         return HTTPException(404, str(err))
     if isinstance(err, order_client.Rejected):  # incl. CommandFailed: the workflow's own message
         return HTTPException(409, f"order {order_id}: {err}")
+    if isinstance(err, order_client.Stuck):
+        return HTTPException(503, f"order {order_id}: {err}")
     if isinstance(err, (order_client.NoAnswer, asyncio.TimeoutError)):
         return HTTPException(504, str(err) or "the order's workers did not answer in time; is a worker running?")
     if isinstance(err, order_client.TemporalUnavailable):
@@ -365,6 +367,12 @@ async def order_status(client: Client, db: Repository, order_id: str) -> OrderSt
         answer = await asyncio.wait_for(order_client.order_status(client, order_id), COMMAND_TIMEOUT)
     except order_client.StatusUnavailable as err:
         persisted = await _persisted(db, order_id)
+        if err.stuck:  # never the row's last state as if all were well: the order cannot move
+            status = {"order_id": order_id, **(persisted or {}), "state": "stuck"}
+            status["persisted_state"] = (persisted or {}).get("state")
+            return OrderStatusOut(
+                order_id=order_id, temporal_status="RUNNING", status=status, source="database", note=str(err)
+            )
         if persisted is None:
             raise HTTPException(
                 504 if err.timed_out else 503, f"order {order_id}: {err}; it has persisted no state yet"

@@ -277,6 +277,16 @@ def main(argv: list[str] | None = None) -> int:
 
     sub.add_parser("bench", help="the 15-second benchmark (see orderflow bench --help)", add_help=False)
 
+    storm_cmd = sub.add_parser(
+        "storm", help="the command storm: address spam, approve+cancel races, duplicate starts; then checks everything"
+    )
+    storm_cmd.add_argument("--orders", type=int, default=80)
+    storm_cmd.add_argument("--rate", type=float, default=5.0, help="orders started per second (default 5)")
+    storm_cmd.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file under --out)")
+    storm_cmd.add_argument("--out", default="storm-results")
+    storm_cmd.add_argument("--max-spam", type=int, default=60, help="address changes per spammed order (default 60)")
+    storm_cmd.add_argument("--seed", type=int, default=17, help="which plan each order gets (the faults stay random)")
+
     argv = sys.argv[1:] if argv is None else argv
     try:
         settings = Settings.from_env()
@@ -302,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(cmd_codec_server(args, settings))
         elif args.command == "db":
             cmd_db(args, settings)
+        elif args.command == "storm":
+            from orderflow import storm
+
+            return storm.main(args.orders, args.rate, args.db, Path(args.out), args.max_spam, args.seed)
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a clear one-line error for the user, not a stack trace

@@ -63,11 +63,19 @@ class NoAnswer(OrderflowError):
 
 
 class StatusUnavailable(OrderflowError):
-    """A running order's workflow could not answer its status query (no worker, a failing replay)."""
+    """A running order's workflow could not answer its status query (no worker, a failing replay).
 
-    def __init__(self, message: str, timed_out: bool) -> None:
+    ``stuck``: its workflow task fails on every attempt, so the order cannot move (the reason
+    says why); else ``timed_out`` tells a missing worker from another failure."""
+
+    def __init__(self, message: str, timed_out: bool, stuck: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+        self.stuck = stuck
+
+
+class Stuck(OrderflowError):
+    """The order's workflow task fails on every attempt: no command can reach it until one succeeds."""
 
 
 STATUS_QUERY_TIMEOUT = timedelta(seconds=5)
@@ -276,6 +284,9 @@ async def order_status(client: Client, order_id: str, query_timeout: timedelta =
             return StatusAnswer(execution.name, asdict(current), "query")
         except (RPCError, RPCTimeoutOrCancelledError, WorkflowQueryFailedError, WorkflowQueryRejectedError) as err:
             execution = await describe(client, order_id)
+            stuck = await stuck_reason(client, order_id) if execution == WorkflowExecutionStatus.RUNNING else None
+            if stuck is not None:
+                raise StatusUnavailable(stuck, timed_out=False, stuck=True) from err
             if execution == WorkflowExecutionStatus.RUNNING:  # not a race with the close: a real failure
                 # The server's "query timed out" is DEADLINE_EXCEEDED; our own rpc_timeout
                 # expiring first is CANCELLED "Timeout expired" (both seen here).
@@ -293,6 +304,27 @@ async def order_status(client: Client, order_id: str, query_timeout: timedelta =
                 )
                 raise StatusUnavailable(detail, timed_out) from err
     return StatusAnswer(execution.name, await _recorded_result(handle, order_id), "result")
+
+
+async def stuck_reason(client: Client, order_id: str) -> str | None:
+    """Why a running order cannot move, or None: its workflow task has failed again and again
+    (a nondeterminism error, a fatal error in the SDK core, a bug), with the last failure's words."""
+    handle = order_handle(client, order_id)
+    try:
+        described = await handle.describe()
+    except RPCError:
+        return None
+    raw = described.raw_description
+    if described.status != WorkflowExecutionStatus.RUNNING or not raw.HasField("pending_workflow_task"):
+        return None
+    attempt = raw.pending_workflow_task.attempt
+    if attempt < 2:
+        return None
+    last = ""
+    async for event in handle.fetch_history_events():
+        if event.HasField("workflow_task_failed_event_attributes"):
+            last = event.workflow_task_failed_event_attributes.failure.message
+    return f"the order is stuck: its workflow task has failed {attempt - 1} times in a row, last: {last.splitlines()[0] if last else 'no message'}"
 
 
 async def _recorded_result(handle: WorkflowHandle, order_id: str) -> dict[str, Any]:
@@ -404,6 +436,11 @@ async def _update(client: Client, order_id: str, name: str, *args: str, result_t
     what = f"{name} for order {order_id}"
     try:
         return await send_update(handle, name, *args, result_type=result_type)
+    except NoAnswer as err:
+        stuck = await stuck_reason(client, order_id)
+        if stuck is not None:  # not a missing worker: the order's own task keeps failing
+            raise Stuck(f"{what}: not accepted, nothing was changed: {stuck}") from err
+        raise
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:  # unknown order, or its workflow has closed
             if await describe(client, order_id) != WorkflowExecutionStatus.RUNNING:

@@ -34,9 +34,11 @@ timeout plus a poll): a real task is then let through, late but not stuck.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
-from temporalio.bridge.proto.workflow_activation import WorkflowActivation
+import temporalio
+from temporalio.bridge.proto.workflow_activation import RemoveFromCache, WorkflowActivation
 from temporalio.bridge.proto.workflow_completion import WorkflowActivationCompletion
 from temporalio.worker import WorkflowInstance, WorkflowInstanceDetails, WorkflowRunner
 
@@ -47,6 +49,9 @@ log = logging.getLogger("orderflow.task_guard")
 _WITHIN_A_TASK = {"query_workflow", "remove_from_cache"}
 
 REFUSAL_WINDOW = 3.0  # seconds; see the module docstring
+VERIFIED_ON = "1.35.0"  # the temporalio the defect and this guard were checked on (tests/sdk/)
+# Evictions that mean a workflow task failed and the run cannot move until one succeeds.
+_FAILED_TASK = {RemoveFromCache.NONDETERMINISM, RemoveFromCache.FATAL, RemoveFromCache.LANG_FAIL}
 
 REFUSAL = (
     "refused to run new history events outside a workflow task (a query reached a worker that did not "
@@ -67,18 +72,22 @@ def _advances(act: WorkflowActivation) -> bool:
 
 
 class Refusals:
-    """When each (run, history position) was first refused, across the run's evictions."""
+    """When each (run, history position) was first refused, across the run's evictions.
+
+    Shared by every run of a worker, and the SDK activates runs on several threads: a lock."""
 
     def __init__(self, window: float = REFUSAL_WINDOW) -> None:
         self.window = window
         self.first: dict[tuple[str, int], float] = {}
+        self._lock = threading.Lock()
 
     def still_refusing(self, run_id: str, position: int) -> bool:
         """True: refuse this activation (still inside the window); False: let it through."""
         now = time.monotonic()
-        if len(self.first) > 10_000:  # forget refusals long past their window
-            self.first = {k: t for k, t in self.first.items() if now - t < self.window}
-        first = self.first.setdefault((run_id, position), now)
+        with self._lock:
+            if len(self.first) > 10_000:  # forget refusals long past their window
+                self.first = {k: t for k, t in self.first.items() if now - t < self.window}
+            first = self.first.setdefault((run_id, position), now)
         return now - first < self.window
 
 
@@ -92,6 +101,7 @@ class GuardedInstance(WorkflowInstance):
         self._time = -1  # nanoseconds: the newest workflow time this run has seen
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
+        _report_failed_task(act, self._workflow_id)
         now = act.timestamp.ToNanoseconds() if act.HasField("timestamp") else -1
         if not act.is_replaying and _advances(act) and 0 <= now <= self._time:
             if self._refusals.still_refusing(act.run_id, act.history_length):
@@ -106,7 +116,10 @@ class GuardedInstance(WorkflowInstance):
                 self._refusals.window,
             )
         self._time = max(self._time, now)
-        return self._inner.activate(act)
+        completion = self._inner.activate(act)
+        if completion.HasField("failed"):  # an exception in workflow code (a bug)
+            _failed_task(self._workflow_id, "exception in workflow code", completion.failed.failure.message)
+        return completion
 
     # The rest is the wrapped instance's.
     def get_serialization_context(self, command_info):  # noqa: ANN001, ANN201 - the SDK's own signature
@@ -122,12 +135,42 @@ class GuardedInstance(WorkflowInstance):
         return self._inner.get_thread_id()
 
 
+def _report_failed_task(act: WorkflowActivation, workflow_id: str) -> None:
+    """The SDK core failed a workflow task on its own (a nondeterminism error, a fatal error in
+    its state machines) and evicts the run: see ``_failed_task``."""
+    for job in act.jobs:
+        if job.HasField("remove_from_cache") and job.remove_from_cache.reason in _FAILED_TASK:
+            if REFUSAL not in job.remove_from_cache.message:  # our own refusal: expected, logged already
+                reason = RemoveFromCache.EvictionReason.Name(job.remove_from_cache.reason)
+                _failed_task(workflow_id, reason, job.remove_from_cache.message)
+
+
+def _failed_task(workflow_id: str, why: str, message: str) -> None:
+    """A workflow task that failed leaves the run where it was, and Temporal retries the task: an
+    ERROR line each time, naming the order, so a stuck order is never silent. (The core's own line
+    names only the run id, and is below the log level the workers use.)"""
+    log.error(
+        "workflow %s: workflow task failed (%s), retried by Temporal; the order cannot move until it succeeds: %s",
+        workflow_id,
+        why,
+        message.splitlines()[0] if message else "no message",
+        extra={"orderflow": {"event": "workflow_task_failed", "workflow_id": workflow_id, "reason": why}},
+    )
+
+
 class TaskGuardRunner(WorkflowRunner):
     """Wraps a runner (the workers' unsandboxed one, or the sandbox) with ``GuardedInstance``."""
 
     def __init__(self, inner: WorkflowRunner) -> None:
         self._inner = inner
         self._refusals = Refusals()
+        if temporalio.__version__ != VERIFIED_ON:
+            log.warning(
+                "task guard: checked on temporalio %s, running on %s; run tests/sdk/ to see whether the "
+                "defect it works around is still there (the guard stays on)",
+                VERIFIED_ON,
+                temporalio.__version__,
+            )
 
     def prepare_workflow(self, defn) -> None:  # noqa: ANN001 - the SDK's own signature
         self._inner.prepare_workflow(defn)

@@ -1,0 +1,371 @@
+"""The command storm (``orderflow storm``): what users do when the buttons invite it, all at once.
+
+The stack as ``orderflow dev`` runs it (``devstack.ProcessStack``, API token set), orders
+placed over HTTP at ``rate`` a second with the unmodified fault injector, and for each order
+one plan, chosen at random:
+
+* ``spam`` (most): right after approval, ``update-address`` every 50-100 ms without waiting for
+  the answers (at most ``max_spam``), while ``GET /status`` polls every 100 ms;
+* ``approve_and_cancel``: approve and cancel sent at the same instant;
+* ``cancel_after_approve``: cancel right after the approval;
+* ``duplicate_start``: the same start sent twice at once;
+* ``plain``: approve and wait.
+
+A share of the orders start without an address. Afterwards, for every order:
+
+* it ended (none stuck), within the budget;
+* its history and its shipments' replay on today's code (the sandboxed runner);
+* the database, Temporal's history and ``status()`` agree (``audit.check_against_temporal``);
+* every 2xx and 409 answer it got is true of how the order ended (``untrue_answers``);
+* no answer was a 5xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from orderflow import audit
+from orderflow import client as order_client
+from orderflow.bench import bench_settings
+from orderflow.bench_api import histories_of, replay_histories
+from orderflow.db.repository import Repository
+from orderflow.devstack import ProcessStack, free_port
+
+# Each plan and the share of orders that get it; the rest are "plain".
+PLANS: dict[str, float] = {"spam": 0.6, "approve_and_cancel": 0.1, "cancel_after_approve": 0.1, "duplicate_start": 0.1}
+TOKEN = "storm-token"
+
+
+@dataclass
+class Answer:
+    """One HTTP answer an order got: what was asked, and what came back."""
+
+    order_id: str
+    command: str  # start | review | approve | cancel | address | status
+    sent: str  # the address sent, for an address change
+    status: int
+    body: dict[str, Any]
+
+
+@dataclass
+class StormReport:
+    orders: int
+    rate: float
+    db: str
+    plans: dict[str, int]
+    http_statuses: dict[str, int]
+    answers: int
+    stuck: list[str]
+    over_budget: list[str]
+    replay: dict
+    disagreements: list[str]
+    untrue_answers: list[str]
+    http_5xx: int
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.stuck
+            or self.over_budget
+            or self.replay["failures"]
+            or self.disagreements
+            or self.untrue_answers
+            or self.http_5xx
+        )
+
+
+def _detail(answer: Answer) -> str:
+    """The workflow's words in an answer: a 2xx ``result``, or a 409's reason after "order X: "."""
+    if answer.status < 300:
+        return str(answer.body.get("result", ""))
+    return str(answer.body.get("error", "")).split(": ", 1)[-1]
+
+
+def untrue_answers(answers: list[Answer], outcome: dict[str, dict[str, Any]]) -> list[str]:
+    """Every 2xx or 409 whose words are not true of how its order ended, as sentences.
+
+    ``outcome[order_id]``: ``state``, ``payment``, ``address`` (the order's final address),
+    ``dispatched_to`` (the dispatched shipment's address, or None), ``adopted`` (the addresses
+    the workflow adopted, in its order, from the audit trail). An answer whose words match no rule is reported too: each kind of
+    answer the API gives must have a rule here.
+    """
+    wrong: list[str] = []
+    for a in answers:
+        if a.command in ("status", "review") or not (a.status < 300 or a.status == 409):
+            continue
+        o = outcome[a.order_id]
+        words = _detail(a)
+
+        def check(ok: bool, a: Answer = a, words: str = words, o: dict = o) -> None:
+            if not ok:
+                wrong.append(f"{a.order_id}: {a.command} {a.sent!r} answered {a.status} {words!r}, but it ended {o}")
+
+        if a.command == "start":
+            check(a.status in (201, 409))  # 409: the id was used (the duplicate of a start that went through)
+            continue
+        if words == "approved":
+            check(o["approved"])
+        elif words == "address updated":
+            check(a.sent in o["adopted"])
+        elif words == "address updated; the parcel was dispatched to it":
+            check(o["dispatched_to"] == a.sent)
+        elif (m := re.fullmatch(r"too late: the parcel was dispatched to (.*)", words)) is not None:
+            check(o["dispatched_to"] == _unquote(m[1]) != a.sent)
+        elif (m := re.fullmatch(r"superseded by a later change to (.*)", words)) is not None:
+            later = o["adopted"][o["adopted"].index(a.sent) + 1 :] if a.sent in o["adopted"] else []
+            check(_unquote(m[1]) in later)
+        elif (m := re.fullmatch(r"address updated; the order then ended (\w+) before dispatch: .*", words)) is not None:
+            check(o["state"] == m[1] and o["dispatched_to"] is None and o["address"] == a.sent)
+        elif (m := re.fullmatch(r"order already ended \((\w+)\)", words)) is not None:
+            check(o["state"] == m[1])
+        elif words == "it has already ended":
+            check(o["state"] in ("shipped", "cancelled", "failed"))
+        elif (m := re.fullmatch(r"order was already dispatched to (.*)", words)) is not None:
+            check(o["dispatched_to"] == _unquote(m[1]))
+        elif m := re.fullmatch(r"the parcel was dispatched to (.*) before the cancellation took effect", words):
+            check(o["state"] == "shipped" and o["dispatched_to"] == _unquote(m[1]))
+        elif words == "order cancelled; the payment was refunded":
+            check(o["state"] == "cancelled" and o["payment"] == "refunded")
+        elif words == "order cancelled; nothing had been charged (payment voided)":
+            check(o["state"] == "cancelled" and o["payment"] == "voided")
+        elif words in ("order is already being cancelled", "order is being cancelled"):
+            check(o["cancel_requested"])
+        elif words == "order was already approved":
+            check(o["approved"])
+        elif (m := re.fullmatch(r"order is not awaiting review \(state (\w+)\)", words)) is not None:
+            # About the moment it was asked: the state named is one the order went through.
+            check(m[1] in {"started", "received", "validated", "approved", "charged", "shipping", "dispatched"})
+        elif words.startswith("order is ending: "):
+            check(o["state"] in ("cancelled", "failed"))
+        elif (m := re.fullmatch(r"order ended (\w+): .*", words)) is not None:
+            check(o["state"] == m[1])
+        else:
+            wrong.append(f"{a.order_id}: {a.command} answered {a.status} {words!r}: no rule says when that is true")
+    return wrong
+
+
+def _line(err: BaseException) -> str:
+    return (str(err).splitlines() or [""])[0][:300]
+
+
+def _unquote(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
+
+
+async def _customer(
+    http: httpx.AsyncClient, order_id: str, plan: str, address: str, offset: float, max_spam: int, log: list[Answer]
+) -> None:
+    await asyncio.sleep(offset)
+    rng = random.Random(order_id)
+
+    async def ask(command: str, method: str, path: str, sent: str = "", **kw: Any) -> Answer | None:
+        for _ in range(20):  # a client retries 503/504 (nothing happened); never a 5xx in this run
+            try:
+                response = await http.request(method, path, **kw)
+            except httpx.HTTPError:
+                await asyncio.sleep(0.2)
+                continue
+            body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+            answer = Answer(order_id, command, sent, response.status_code, body)
+            log.append(answer)
+            if response.status_code not in (503, 504):
+                return answer
+            await asyncio.sleep(0.2)
+        return None
+
+    async def start() -> Answer | None:
+        path = f"/orders/{order_id}/start"
+        return await ask("start", "POST", path, params={"payment_id": f"pay-{order_id}"}, json={"address": address})
+
+    if plan == "duplicate_start":
+        await asyncio.gather(start(), start())
+    else:
+        await start()
+    review = await ask("review", "GET", f"/orders/{order_id}/review")
+    if review is None or review.status != 200 or not review.body.get("awaiting_review"):
+        return
+    approve = ("approve", "POST", f"/orders/{order_id}/signals/approve")
+    cancel = ("cancel", "POST", f"/orders/{order_id}/signals/cancel")
+    if plan == "approve_and_cancel":
+        await asyncio.gather(ask(*approve), ask(*cancel, json={"reason": "storm"}))
+        return
+    await ask(*approve)
+    if plan == "cancel_after_approve":
+        await ask(*cancel, json={"reason": "storm"})
+    if plan != "spam":
+        return
+    changes: list[asyncio.Task] = []
+
+    async def poll_status() -> None:
+        while True:
+            await ask("status", "GET", f"/orders/{order_id}/status")
+            await asyncio.sleep(0.1)
+
+    poller = asyncio.create_task(poll_status())
+    try:
+        for n in range(max_spam):
+            new = f"{order_id} spam addr #{n}"
+            path = f"/orders/{order_id}/signals/update-address"
+            changes.append(asyncio.create_task(ask("address", "POST", path, new, json={"new_address": new})))
+            await asyncio.sleep(rng.uniform(0.05, 0.1))
+            done = [t.result() for t in changes if t.done()]
+            if any(a is not None and "ended" in _detail(a) for a in done):
+                break  # a user stops pressing once told the order has ended
+        await asyncio.gather(*changes)
+    finally:
+        poller.cancel()
+
+
+async def run_storm(
+    orders: int = 80,
+    rate: float = 5.0,
+    db_url: str | None = None,
+    workdir: Path = Path("storm-results"),
+    max_spam: int = 60,
+    no_address_share: float = 0.3,
+    budget: float = 15.0,
+    seed: int = 17,
+) -> StormReport:
+    workdir.mkdir(parents=True, exist_ok=True)
+    db_url = db_url or f"sqlite:///{workdir / 'storm.db'}"
+    settings = bench_settings(db_url, api_token=TOKEN, max_in_flight=0)
+    suffix = settings.orders_task_queue.rsplit("-", 1)[-1]
+    rng = random.Random(seed)
+    plans: dict[str, str] = {}
+    addresses: dict[str, str] = {}
+    for i in range(orders):
+        order_id = f"storm-{suffix}-{i}"
+        plans[order_id] = _pick(rng.random())
+        addresses[order_id] = "" if rng.random() < no_address_share else f"{i} First Street"
+    log: list[Answer] = []
+    with (workdir / "stack.log").open("w") as stack_log:
+        for stale in workdir.glob("temporal.db*"):
+            stale.unlink()
+        async with ProcessStack(settings, state_dir=workdir, api_port=free_port(), logs=stack_log) as stack:
+            client = await order_client.connect(settings)
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=400)
+            assert stack.api_url is not None  # the stack runs its own API
+            async with httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers=headers, limits=limits) as http:
+                await asyncio.gather(
+                    *(
+                        _customer(http, order_id, plans[order_id], addresses[order_id], i / rate, max_spam, log)
+                        for i, order_id in enumerate(plans)
+                    )
+                )
+            started = sorted({a.order_id for a in log if a.command == "start" and a.status == 201})
+            stuck, seconds, results = [], {}, {}
+            for order_id in started:
+                handle = order_client.order_handle(client, order_id)
+                try:
+                    results[order_id] = await asyncio.wait_for(handle.result(), 30)
+                except Exception:  # noqa: BLE001 - not ended (or failed in Temporal): counted, shown below
+                    stuck.append(order_id)
+                desc = await handle.describe()
+                if desc.close_time is not None:
+                    seconds[order_id] = (desc.close_time - desc.start_time).total_seconds()
+            await asyncio.sleep(0.5)  # let visibility list the last shipments
+            histories = await histories_of(client, stack, started)
+            replay = await replay_histories(histories, client.data_converter)
+            repo = Repository.from_url(db_url)
+            try:
+                disagreements = []
+                for order_id in started:  # one by one: an order whose status() query fails is one finding
+                    try:
+                        disagreements += await audit.check_against_temporal(repo, client, [order_id])
+                    except Exception as err:  # noqa: BLE001 - e.g. a history that no longer replays
+                        disagreements.append(f"{order_id}: cannot be checked: {type(err).__name__}: {_line(err)}")
+                outcome = _outcomes(repo, started, results, log)
+            finally:
+                repo.engine.dispose()
+    codes = Counter(a.status for a in log)
+    report = StormReport(
+        orders=orders,
+        rate=rate,
+        db=db_url.split(":")[0],
+        plans=dict(Counter(plans.values())),
+        http_statuses={str(c): n for c, n in sorted(codes.items())},
+        answers=len(log),
+        stuck=stuck,
+        over_budget=sorted(o for o, s in seconds.items() if s > budget),
+        replay=replay,
+        disagreements=disagreements,
+        untrue_answers=untrue_answers([a for a in log if a.order_id in outcome], outcome),
+        http_5xx=sum(n for c, n in codes.items() if c >= 500),
+        seconds=seconds,
+    )
+    (workdir / "storm.json").write_text(json.dumps(asdict(report), indent=1, default=str))
+    (workdir / "answers.json").write_text(json.dumps([asdict(a) for a in log], default=str))
+    return report
+
+
+def _pick(roll: float) -> str:
+    """The plan a roll in [0, 1) falls on, by the shares in PLANS."""
+    edge = 0.0
+    for plan, share in PLANS.items():
+        edge += share
+        if roll < edge:
+            return plan
+    return "plain"
+
+
+def _outcomes(repo: Repository, order_ids: list[str], results: dict, log: list[Answer]) -> dict[str, dict[str, Any]]:
+    """How each order ended, from its result and its rows, and what was asked of it."""
+    outcome: dict[str, dict[str, Any]] = {}
+    for order_id in order_ids:
+        result = results.get(order_id)
+        view = repo.order_view(order_id, event_limit=2000)
+        dispatched = [s["address"] for s in view["shipments"] if s["status"] == "dispatched"]
+        own = f"wf:{order_client.order_workflow_id(order_id)}/"  # the order's events, not its shipments'
+        accepted = [e for e in view["events"] if e["type"] == "signal_accepted" and e["event_key"].startswith(own)]
+        accepted.sort(key=lambda e: int(e["event_key"].rsplit("/", 1)[1]))  # the workflow's own order
+        outcome[order_id] = {
+            "state": view["order"]["state"],
+            "payment": result.payment.value if result is not None else None,
+            "address": view["order"]["address"],
+            "dispatched_to": dispatched[0] if dispatched else None,
+            "approved": any((e["payload_json"] or {}).get("name") == "ApproveOrder" for e in accepted),
+            "cancel_requested": any((e["payload_json"] or {}).get("name") == "CancelOrder" for e in accepted),
+            "adopted": [
+                (e["payload_json"] or {}).get("detail")
+                for e in accepted
+                if (e["payload_json"] or {}).get("name") == "UpdateAddress"
+            ],
+        }
+    return outcome
+
+
+def render(report: StormReport) -> str:
+    late = [f"{o} {report.seconds[o]:.1f} s" for o in report.over_budget]
+    lines = [
+        f"== command storm: {report.orders} orders at {report.rate:g}/s over HTTP, {report.db}; plans {report.plans}",
+        f"HTTP answers ({report.answers}): {report.http_statuses}",
+        f"stuck (not ended 30 s after the storm): {len(report.stuck)} {report.stuck[:5]}",
+        f"ended after the budget: {len(report.over_budget)} {late[:5]}",
+        f"replay: {report.replay['failures']} failures in {report.replay['histories']} histories "
+        f"{report.replay['first_failures'][:2]}",
+        f"disagreements between the database, Temporal and status(): {len(report.disagreements)} "
+        f"{report.disagreements[:3]}",
+        f"untrue 2xx/409 answers: {len(report.untrue_answers)} {report.untrue_answers[:3]}",
+        f"HTTP 5xx: {report.http_5xx}",
+        "verdict: " + ("all hold" if report.ok else "FAILED"),
+    ]
+    return "\n".join(lines)
+
+
+def main(orders: int, rate: float, db_url: str | None, out: Path, max_spam: int, seed: int) -> int:
+    began = time.monotonic()
+    report = asyncio.run(run_storm(orders, rate, db_url, out, max_spam=max_spam, seed=seed))
+    print(render(report) + f"\n({time.monotonic() - began:.0f} s; details in {out}/storm.json)", flush=True)
+    return 0 if report.ok else 1
