@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import re
@@ -16,6 +17,7 @@ from temporalio.api.errordetails.v1 import WorkflowNotReadyFailure
 from temporalio.client import (
     Client,
     RPCTimeoutOrCancelledError,
+    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -208,24 +210,48 @@ def check_order(req: OrderRequest) -> None:
         raise InvalidOrder("budget_seconds must be between 1 and 3600")
 
 
+def _start_options(req: OrderRequest, settings: Settings) -> dict[str, Any]:
+    return dict(
+        id=order_workflow_id(req.order_id),
+        task_queue=settings.orders_task_queue,
+        task_timeout=WORKFLOW_TASK_TIMEOUT,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    )
+
+
 async def start_order(client: Client, req: OrderRequest, settings: Settings | None = None) -> WorkflowHandle:
     """Start OrderWorkflow; raises InvalidOrder, or OrderExists for a reused order id."""
     settings = settings or Settings.from_env()
     check_order(req)
     req = replace(req, shipping_task_queue=settings.shipping_task_queue)
     try:
-        return await client.start_workflow(
-            OrderWorkflow.run,
-            req,
-            id=order_workflow_id(req.order_id),
-            task_queue=settings.orders_task_queue,
-            task_timeout=WORKFLOW_TASK_TIMEOUT,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
-        )
+        return await client.start_workflow(OrderWorkflow.run, req, **_start_options(req, settings))
     except WorkflowAlreadyStartedError as err:
         raise OrderExists(f"order {req.order_id} already exists") from err
     except RPCError as err:  # e.g. Temporal went down after the first connect
+        raise temporal_error(err, f"starting order {req.order_id}") from err
+
+
+async def start_order_for_review(
+    client: Client, req: OrderRequest, settings: Settings | None = None
+) -> tuple[WorkflowHandle, WorkflowUpdateHandle[Any]]:
+    """Start OrderWorkflow and, in the same request, a reviewer's ``wait_for_review`` Update
+    (update-with-start): it reaches the workflow's first task, before any step runs, so it is
+    never refused as Busy. Returns the order's handle and the Update's (its result: the state
+    once the order awaits review or has moved past it)."""
+    settings = settings or Settings.from_env()
+    check_order(req)
+    req = replace(req, shipping_task_queue=settings.shipping_task_queue)
+    start = WithStartWorkflowOperation(OrderWorkflow.run, req, **_start_options(req, settings))
+    try:
+        review = await client.start_update_with_start_workflow(
+            OrderWorkflow.wait_for_review, wait_for_stage=WorkflowUpdateStage.ACCEPTED, start_workflow_operation=start
+        )
+        return await start.workflow_handle(), review
+    except WorkflowAlreadyStartedError as err:
+        raise OrderExists(f"order {req.order_id} already exists") from err
+    except RPCError as err:
         raise temporal_error(err, f"starting order {req.order_id}") from err
 
 
@@ -516,9 +542,13 @@ async def place_orders(
     async def one(req: OrderRequest) -> PlacedOrder:
         async with gate:
             began = time.monotonic()
-            handle = await start_order(client, req, settings)
-            if approve:
-                await approve_when_ready(handle)
+            if approve:  # the reviewer's long poll rides on the start (see start_order_for_review)
+                handle, review = await start_order_for_review(client, req, settings)
+                if await review.result() == OrderState.AWAITING_REVIEW:
+                    with contextlib.suppress(WorkflowUpdateFailedError, RPCError):  # refused: cancelled or ended first
+                        await send_update(handle, Update.APPROVE)
+            else:
+                handle = await start_order(client, req, settings)
             ended: OrderResult | None = None
             try:
                 ended = await handle.result()

@@ -103,3 +103,31 @@ def test_refusals_stop_after_the_window_so_a_real_task_is_never_stuck():
     time.sleep(0.25)
     inner, last = replay_then_task()
     assert last.HasField("successful") and inner.seen[-1] == ["fire_timer"]
+
+
+async def test_the_guard_keeps_the_cold_query_scenario_replayable():
+    """The standalone reproduction of the defect (tests/sdk/cold_query.py, failing there without a
+    guard), with worker B's runner wrapped in the guard: the query that would run the fired timer
+    as live work is refused, the real task runs timer and Update together, and the history replays."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from temporalio.testing import WorkflowEnvironment
+    from temporalio.worker import UnsandboxedWorkflowRunner
+
+    from orderflow.task_guard import TaskGuardRunner
+    from tests.sdk.cold_query import run_scenario
+
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=shutil.which("temporal") or str(Path(sys.executable).with_name("temporal"))
+    )
+    try:
+        outcome = await run_scenario(
+            env.client, env.client.service_client.config.target_host, TaskGuardRunner(UnsandboxedWorkflowRunner())
+        )
+    finally:
+        await env.shutdown()
+    assert outcome["replay_failure"] is None, outcome
+    assert outcome["query"] == "failed: WorkflowQueryFailedError"  # refused (the API answers from the database)
+    assert outcome["result"] == "approved"

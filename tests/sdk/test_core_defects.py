@@ -1,5 +1,8 @@
 """SDK core defects that shape orderflow's design, reproduced with the SDK alone (no orderflow code).
 
+Two defects: local-activity results handed over a workflow task late (below), and a query on
+a worker without the run cached running history as live work (tests/sdk/cold_query.py).
+
 Each test asserts what Temporal promises (every history replays) and is marked ``xfail(strict=True)``
 for the pinned temporalio: today it fails, and the day an upgrade fixes the defect it passes,
 which strict xfail turns into a failure that says so. Then the workaround it names can be
@@ -148,3 +151,14 @@ async def test_updates_accepted_beside_a_local_activity_result_replay(env):
             for handle in handles:
                 replayed = await replayer.replay_workflow(await handle.fetch_history(), raise_on_replay_failure=False)
                 assert replayed.replay_failure is None, f"{handle.id}: {replayed.replay_failure}"
+
+
+@DEFECT
+async def test_a_query_on_a_cold_worker_leaves_history_to_the_workflow_task(env):
+    """Fails today (8 of 8 runs): see tests/sdk/cold_query.py for the timeline. orderflow's
+    workaround: orderflow/task_guard.py, tested against this same scenario in tests/test_task_guard.py."""
+    from tests.sdk.cold_query import run_scenario
+
+    outcome = await run_scenario(env.client, env.client.service_client.config.target_host)
+    assert outcome["replay_failure"] is None, f"{outcome['replay_failure']} (live: {outcome})"
+    assert outcome["result"] == "approved"  # what a replay decides: the Update first
