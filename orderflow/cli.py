@@ -286,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
     storm_cmd.add_argument("--out", default="storm-results")
     storm_cmd.add_argument("--max-spam", type=int, default=60, help="address changes per spammed order (default 60)")
     storm_cmd.add_argument("--seed", type=int, default=17, help="which plan each order gets (the faults stay random)")
+    storm_cmd.add_argument(
+        "--kill-worker",
+        action="store_true",
+        help="kill the orders worker mid-storm; afterwards query every order from a fresh worker (API and CLI)",
+    )
 
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -315,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "storm":
             from orderflow import storm
 
-            return storm.main(args.orders, args.rate, args.db, Path(args.out), args.max_spam, args.seed)
+            return storm.main(
+                args.orders, args.rate, args.db, Path(args.out), args.max_spam, args.seed, args.kill_worker
+            )
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # a clear one-line error for the user, not a stack trace

@@ -18,6 +18,11 @@ A share of the orders start without an address. Afterwards, for every order:
 * the database, Temporal's history and ``status()`` agree (``audit.check_against_temporal``);
 * every 2xx and 409 answer it got is true of how the order ended (``untrue_answers``);
 * no answer was a 5xx.
+
+With ``kill_worker`` the orders worker is killed (SIGKILL) and started again while orders run,
+and once all have ended it is restarted cold and every order is queried from it twice: through
+the API's ``/status`` and with ``temporal workflow query`` (as the Web UI does); each query
+makes the fresh worker replay the order's whole history, and every one must answer.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import asyncio
 import json
 import random
 import re
+import subprocess
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -39,7 +45,7 @@ from orderflow import client as order_client
 from orderflow.bench import bench_settings
 from orderflow.bench_api import histories_of, replay_histories
 from orderflow.db.repository import Repository
-from orderflow.devstack import ProcessStack, free_port
+from orderflow.devstack import ProcessStack, free_port, installed_binary
 
 # Each plan and the share of orders that get it; the rest are "plain".
 PLANS: dict[str, float] = {"spam": 0.6, "approve_and_cancel": 0.1, "cancel_after_approve": 0.1, "duplicate_start": 0.1}
@@ -72,6 +78,8 @@ class StormReport:
     untrue_answers: list[str]
     http_5xx: int
     seconds: dict[str, float] = field(default_factory=dict)
+    queries_failed: list[str] = field(default_factory=list)  # with kill_worker: queries a fresh worker could not answer
+    faults: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -82,6 +90,7 @@ class StormReport:
             or self.disagreements
             or self.untrue_answers
             or self.http_5xx
+            or self.queries_failed
         )
 
 
@@ -236,6 +245,7 @@ async def run_storm(
     no_address_share: float = 0.3,
     budget: float = 15.0,
     seed: int = 17,
+    kill_worker: bool = False,
 ) -> StormReport:
     workdir.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{workdir / 'storm.db'}"
@@ -249,6 +259,8 @@ async def run_storm(
         plans[order_id] = _pick(rng.random())
         addresses[order_id] = "" if rng.random() < no_address_share else f"{i} First Street"
     log: list[Answer] = []
+    faults: list[str] = []
+    queries_failed: list[str] = []
     with (workdir / "stack.log").open("w") as stack_log:
         for stale in workdir.glob("temporal.db*"):
             stale.unlink()
@@ -258,12 +270,19 @@ async def run_storm(
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=400)
             assert stack.api_url is not None  # the stack runs its own API
             async with httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers=headers, limits=limits) as http:
+                killer = (
+                    asyncio.create_task(_kill_orders_worker(stack, 0.4 * orders / rate, faults))
+                    if kill_worker
+                    else None
+                )
                 await asyncio.gather(
                     *(
                         _customer(http, order_id, plans[order_id], addresses[order_id], i / rate, max_spam, log)
                         for i, order_id in enumerate(plans)
                     )
                 )
+                if killer is not None:
+                    await killer
             started = sorted({a.order_id for a in log if a.command == "start" and a.status == 201})
             stuck, seconds, results = [], {}, {}
             for order_id in started:
@@ -275,6 +294,9 @@ async def run_storm(
                 desc = await handle.describe()
                 if desc.close_time is not None:
                     seconds[order_id] = (desc.close_time - desc.start_time).total_seconds()
+            if kill_worker:
+                async with httpx.AsyncClient(base_url=stack.api_url, timeout=60, headers=headers) as http:
+                    queries_failed = await _query_from_a_fresh_worker(stack, http, started, faults)
             await asyncio.sleep(0.5)  # let visibility list the last shipments
             histories = await histories_of(client, stack, started)
             replay = await replay_histories(histories, client.data_converter)
@@ -304,10 +326,57 @@ async def run_storm(
         untrue_answers=untrue_answers([a for a in log if a.order_id in outcome], outcome),
         http_5xx=sum(n for c, n in codes.items() if c >= 500),
         seconds=seconds,
+        queries_failed=queries_failed,
+        faults=faults,
     )
     (workdir / "storm.json").write_text(json.dumps(asdict(report), indent=1, default=str))
     (workdir / "answers.json").write_text(json.dumps([asdict(a) for a in log], default=str))
     return report
+
+
+async def _kill_orders_worker(stack: ProcessStack, after: float, faults: list[str]) -> None:
+    await asyncio.sleep(after)
+    stack.kill("orders")
+    await asyncio.sleep(0.5)
+    stack.respawn("orders")
+    faults.append(f"orders worker killed (SIGKILL) {after:.1f} s in, a new one started 0.5 s later")
+
+
+async def _query_from_a_fresh_worker(
+    stack: ProcessStack, http: httpx.AsyncClient, order_ids: list[str], faults: list[str]
+) -> list[str]:
+    """Restart the orders worker cold, then ask every order for its status twice: the API's
+    ``/status`` and the Temporal CLI's ``workflow query`` (what the Web UI's query does). Both
+    make the fresh worker replay the whole history; both must answer."""
+    stack.kill("orders")
+    stack.respawn("orders")
+    faults.append("after the storm: the orders worker restarted cold, every order queried from it")
+    temporal = installed_binary("temporal")
+    failed: list[str] = []
+    for order_id in order_ids:
+        answer = await http.get(f"/orders/{order_id}/status")
+        body = answer.json()
+        if answer.status_code != 200 or body.get("status", {}).get("state") == "stuck":
+            failed.append(f"{order_id}: /status answered {answer.status_code} {body}")
+        command = [
+            temporal,
+            "workflow",
+            "query",
+            "--address",
+            stack.settings.temporal_address,
+            "--output",
+            "json",
+            "--workflow-id",
+            order_client.order_workflow_id(order_id),
+            "--type",
+            "status",
+        ]
+        done = await asyncio.to_thread(subprocess.run, command, capture_output=True, text=True, timeout=30)
+        if done.returncode != 0:
+            failed.append(
+                f"{order_id}: temporal workflow query failed: {_line(RuntimeError(done.stderr or done.stdout))}"
+            )
+    return failed
 
 
 def _pick(roll: float) -> str:
@@ -359,13 +428,23 @@ def render(report: StormReport) -> str:
         f"{report.disagreements[:3]}",
         f"untrue 2xx/409 answers: {len(report.untrue_answers)} {report.untrue_answers[:3]}",
         f"HTTP 5xx: {report.http_5xx}",
+        *(
+            [
+                f"faults: {'; '.join(report.faults)}",
+                f"queries a fresh worker could not answer: {len(report.queries_failed)} {report.queries_failed[:3]}",
+            ]
+            if report.faults
+            else []
+        ),
         "verdict: " + ("all hold" if report.ok else "FAILED"),
     ]
     return "\n".join(lines)
 
 
-def main(orders: int, rate: float, db_url: str | None, out: Path, max_spam: int, seed: int) -> int:
+def main(
+    orders: int, rate: float, db_url: str | None, out: Path, max_spam: int, seed: int, kill_worker: bool = False
+) -> int:
     began = time.monotonic()
-    report = asyncio.run(run_storm(orders, rate, db_url, out, max_spam=max_spam, seed=seed))
+    report = asyncio.run(run_storm(orders, rate, db_url, out, max_spam=max_spam, seed=seed, kill_worker=kill_worker))
     print(render(report) + f"\n({time.monotonic() - began:.0f} s; details in {out}/storm.json)", flush=True)
     return 0 if report.ok else 1

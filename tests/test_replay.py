@@ -6,12 +6,14 @@ deliberate, versioned change) with: ORDERFLOW_RECORD_HISTORIES=1 pytest tests/te
 
 import pytest
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+from temporalio.workflow import NondeterminismError as WorkflowNondeterminismError
 
 from orderflow.worker import WORKFLOW_RUNNER
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 from tests.helpers import HISTORIES, load_history
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
+BEFORE_GATE = sorted((HISTORIES / "before_gate").glob("*.json"))
 
 
 def test_the_main_paths_are_recorded():
@@ -36,13 +38,15 @@ async def test_history_replays(path):
 
 
 async def test_a_changed_workflow_fails_replay(monkeypatch):
-    """The replay test can fail: reorder two steps and the happy path no longer replays."""
+    """The replay test can fail: validate before receive, and the happy path no longer replays,
+    with the nondeterminism error that says so (not any error)."""
+    from orderflow.models import OrderState
     from orderflow.workflows import order
 
     original = order.OrderWorkflow._lifecycle
 
     async def validate_before_receive(self):
-        await self._step("validate", "ValidateOrder")
+        await self._step("validate", order.OrderActivities.validate_order, OrderState.VALIDATED)
         await original(self)
 
     monkeypatch.setattr(order.OrderWorkflow, "_lifecycle", validate_before_receive)
@@ -50,4 +54,18 @@ async def test_a_changed_workflow_fails_replay(monkeypatch):
     # Unsandboxed, so the replayer runs the patched class instead of re-importing the module.
     replayer = Replayer(workflows=[OrderWorkflow, ShippingWorkflow], workflow_runner=UnsandboxedWorkflowRunner())
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert result.replay_failure is not None
+    assert isinstance(result.replay_failure, WorkflowNondeterminismError)
+    assert (
+        "Activity type of recorded marker 'ReceiveOrder' does not match activity type of local activity "
+        "command 'ValidateOrder'" in str(result.replay_failure)
+    )
+
+
+@pytest.mark.parametrize("path", BEFORE_GATE, ids=[p.stem for p in BEFORE_GATE])
+async def test_histories_from_before_the_gate_do_not_replay(path):
+    """Orders recorded before messages were let in only between steps take another path on
+    today's code: the change was not replay-safe, so a deploy drains running orders first (each
+    ends within its 15 s budget; docs/reliability.md). Each fails with a nondeterminism error."""
+    replayer = Replayer(workflows=[OrderWorkflow, ShippingWorkflow], workflow_runner=WORKFLOW_RUNNER)
+    result = await replayer.replay_workflow(load_history(path), raise_on_replay_failure=False)
+    assert isinstance(result.replay_failure, WorkflowNondeterminismError), f"{path.stem}: {result.replay_failure}"
