@@ -23,10 +23,19 @@ evicts the run, and the real workflow task replays it from the start, where it s
 events and the Update together, as any later replay will. The refused activation ran no
 workflow code, so nothing ran outside history.
 
+Stale: when the worker that had the run died in the middle of a workflow task, that task times
+out and its started event stays in the history. A query then brings the events after it with
+that dead task's time, which is newer than the last completed task's: the rule above misses it.
+But a real task's activation comes at once after the server started it, and that dead task's
+time is at least the 5 s task timeout old by then. So an activation whose time is more than
+STALE_SECONDS behind the worker's clock is refused too (found by ``orderflow storm
+--kill-worker``: an order whose replay then failed with "Update machine does not handle this
+event: SignalExternalWorkflowExecutionInitiated").
+
 One limit: the workflow time also moves with local-activity results, stamped by the worker's
 clock, while task start times are the server's. A worker whose clock runs ahead of the server's
 by more than the gap between a step's end and the next task could see a real task that is no
-newer, and refuse it. So refusals of one run at one history position stop after
+newer, and refuse it; one whose clock is more than STALE_SECONDS ahead sees every task as stale. So refusals of one run at one history position stop after
 ``REFUSAL_WINDOW`` (the window a query task has before the real task arrives is the 1 s sticky
 timeout plus a poll): a real task is then let through, late but not stuck.
 """
@@ -49,6 +58,9 @@ log = logging.getLogger("orderflow.task_guard")
 _WITHIN_A_TASK = {"query_workflow", "remove_from_cache"}
 
 REFUSAL_WINDOW = 3.0  # seconds; see the module docstring
+# A workflow task's activation comes at once after the server started the task (its timestamp);
+# one older than this is a dead task's, replayed for a query (see "Stale" in the docstring).
+STALE_SECONDS = 4.0  # 80 % of the workflow task timeout (5 s), as the core heartbeats long tasks
 VERIFIED_ON = "1.35.0"  # the temporalio the defect and this guard were checked on (tests/sdk/)
 # Evictions that mean a workflow task failed and the run cannot move until one succeeds.
 _FAILED_TASK = {RemoveFromCache.NONDETERMINISM, RemoveFromCache.FATAL, RemoveFromCache.LANG_FAIL}
@@ -103,7 +115,8 @@ class GuardedInstance(WorkflowInstance):
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
         _report_failed_task(act, self._workflow_id)
         now = act.timestamp.ToNanoseconds() if act.HasField("timestamp") else -1
-        if not act.is_replaying and _advances(act) and 0 <= now <= self._time:
+        stale = now >= 0 and time.time_ns() - now > STALE_SECONDS * 1e9
+        if not act.is_replaying and _advances(act) and (0 <= now <= self._time or stale):
             if self._refusals.still_refusing(act.run_id, act.history_length):
                 log.warning("workflow %s: %s", self._workflow_id, REFUSAL)
                 completion = WorkflowActivationCompletion(run_id=act.run_id)

@@ -25,9 +25,15 @@ class Recorder:
         return completion
 
 
-def activation(seconds: int, replaying: bool, *jobs: str, local: bool = False) -> WorkflowActivation:
+NOW = 12  # the activations' clock: second 12 is the worker's "now", second 5 is 7 s ago
+_clock = [0.0]
+
+
+def activation(seconds: float, replaying: bool, *jobs: str, local: bool = False) -> WorkflowActivation:
+    if time.time() - _clock[0] > 1:  # one base for the activations of one test
+        _clock[0] = time.time()
     act = WorkflowActivation(run_id="run", is_replaying=replaying)
-    act.timestamp.FromSeconds(seconds)
+    act.timestamp.FromNanoseconds(int((_clock[0] - NOW + seconds) * 1e9))
     for kind in jobs:
         job = WorkflowActivationJob()
         getattr(job, kind).SetInParent()
@@ -67,18 +73,30 @@ def test_the_same_events_in_a_real_workflow_task_run():
 
 def test_local_activity_results_queries_and_evictions_need_no_new_task():
     inner, done = run(
-        activation(5, False, "initialize_workflow"),
-        activation(5, False, "resolve_activity", local=True),
-        activation(5, False, "query_workflow"),
-        activation(5, False, "remove_from_cache"),
+        activation(12, False, "initialize_workflow"),
+        activation(12, False, "resolve_activity", local=True),
+        activation(12, False, "query_workflow"),
+        activation(12, False, "remove_from_cache"),
     )
     assert len(inner.seen) == 4 and all(d.HasField("successful") for d in done)
 
 
 def test_a_regular_activity_result_without_a_new_task_is_refused():
     """Only a local activity resolves inside the task that scheduled it."""
-    inner, done = run(activation(5, False, "initialize_workflow"), activation(5, False, "resolve_activity"))
+    inner, done = run(activation(12, False, "initialize_workflow"), activation(12, False, "resolve_activity"))
     assert len(inner.seen) == 1 and done[-1].HasField("failed")
+
+
+def test_a_dead_tasks_events_brought_by_a_query_are_refused_though_newer():
+    """The worker that had the run died during a task (started at second 6, timed out): a query
+    brings the events after it with that task's time, newer than the last completed task's (5)
+    but 6 s behind the worker's clock. A real task is never that old when it arrives."""
+    inner, done = run(
+        activation(5, True, "initialize_workflow"),
+        activation(6, False, "resolve_child_workflow_execution", "signal_workflow"),
+    )
+    assert inner.seen == [["initialize_workflow"]]
+    assert done[-1].HasField("failed") and done[-1].failed.failure.message == REFUSAL
 
 
 def test_replays_are_never_refused():
