@@ -427,21 +427,27 @@ async def send_update(
     loop = asyncio.get_running_loop()
     deadline = loop.time() + accept_within.total_seconds()
     refusals = 0
+
+    def not_accepted() -> NoAnswer:
+        why = (
+            f"the order was in a step the whole time (the workflow answered Busy {refusals} times)"
+            if refusals
+            else "no orders worker answered; is it running?"
+        )
+        return NoAnswer(
+            f"{name} for {handle.id}: not accepted within {accept_within.total_seconds():g} s, "
+            f"nothing was changed: {why}"
+        )
+
     while True:
+        if loop.time() >= deadline:
+            raise not_accepted()
         try:
             update = await asyncio.wait_for(
-                _start_update(handle, name, list(args), result_type), max(deadline - loop.time(), 0.001)
+                _start_update(handle, name, list(args), result_type), deadline - loop.time()
             )
         except asyncio.TimeoutError:
-            why = (
-                f"the order was in a step the whole time (the workflow answered Busy {refusals} times)"
-                if refusals
-                else "no orders worker answered; is it running?"
-            )
-            raise NoAnswer(
-                f"{name} for {handle.id}: not accepted within {accept_within.total_seconds():g} s, "
-                f"nothing was changed: {why}"
-            ) from None
+            raise not_accepted() from None
         try:
             # A refusal comes back at once; an accepted Update answers when its outcome is known.
             return await update.result()
