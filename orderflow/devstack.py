@@ -215,8 +215,7 @@ class DevServer:
         if port_open("127.0.0.1", self.port):
             return True
         if self.process is None or self.process.poll() is not None:
-            code = self.process.returncode if self.process else None
-            raise DevServerError(f"temporal dev server exited with code {code}")
+            raise DevServerError(self.exit_reason())
         return False
 
     def start(self, timeout: float = 30.0) -> "DevServer":
@@ -243,6 +242,33 @@ class DevServer:
             _stop_process(self.process)
         self.process = None
 
+    def exit_reason(self) -> str:
+        """``exited with code N``, and the last line of its log file when it has one."""
+        code = self.process.returncode if self.process else None
+        last = ""
+        if self.log_file and self.log_file.exists():
+            lines = self.log_file.read_text(errors="replace").strip().splitlines()
+            last = f": {lines[-1][:300]}" if lines else ""
+        return f"temporal dev server exited with code {code}{last}"
+
+    @classmethod
+    async def on_free_ports(cls, attempts: int = 3, **kw) -> "DevServer":
+        """A ready dev server on ports the OS says are free, tried afresh if it dies starting up.
+
+        A free port can be taken again between the check and the server's bind, and the server
+        opens more ports than the two named (HTTP API, metrics, internal services)."""
+        for attempt in range(1, attempts + 1):
+            server = cls(port=free_port(), ui_port=free_port(), **kw)
+            try:
+                server.start()
+                await server.wait_ready()
+                return server
+            except DevServerError:
+                server.stop()
+                if attempt == attempts:
+                    raise
+        raise AssertionError("unreachable")
+
     async def wait_ready(self, namespace: str = "default", timeout: float = 30.0) -> None:
         """Wait until the frontend answers a client (the port opens a little earlier)."""
         from temporalio.client import Client
@@ -254,7 +280,7 @@ class DevServer:
                 return
             except Exception:
                 if self.process is not None and self.process.poll() is not None:
-                    raise DevServerError(f"temporal dev server exited with code {self.process.returncode}") from None
+                    raise DevServerError(self.exit_reason()) from None
                 if time.monotonic() > end:
                     raise
                 await asyncio.sleep(0.1)

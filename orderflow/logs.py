@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+import warnings
 from datetime import datetime, timezone
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
@@ -38,6 +39,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+def quiet_known_sdk_warnings() -> None:
+    """Silence the SDK's "Cannot find activity to cancel" warning: the core asked to cancel a
+    local activity that had already finished (a worker cut off from its server, an evicted
+    workflow). Nothing is lost; the raw warning text only looked like a failure."""
+    warnings.filterwarnings("ignore", message="Cannot find activity to cancel for token", category=UserWarning)
+
+
 def configure_logging(level: str = "INFO", stream=None) -> None:
     """Send every log line to ``stream`` (stderr) as JSON; idempotent."""
     from temporalio import activity, workflow
@@ -50,6 +58,7 @@ def configure_logging(level: str = "INFO", stream=None) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level.upper())
+    quiet_known_sdk_warnings()
     for noisy in ("httpx", "uvicorn.access", "alembic"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # The SDK logs every failed attempt with a traceback; the workflows log each one as a

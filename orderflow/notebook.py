@@ -41,8 +41,9 @@ from orderflow.activities import OrderActivities
 from orderflow.config import Settings
 from orderflow.db import migrate
 from orderflow.db.repository import Repository
-from orderflow.devstack import DevServer, free_port, spawn_orderflow
+from orderflow.devstack import DevServer, spawn_orderflow
 from orderflow.errors import OrderflowError
+from orderflow.logs import quiet_known_sdk_warnings
 from orderflow.models import LIFECYCLE, OrderRequest, OrderResult, OrderState, OrderStatus
 from orderflow.worker import InProcessWorkers
 from orderflow.workflows import OrderWorkflow
@@ -348,6 +349,7 @@ async def start_stack(temporal_address: str | None = None) -> KernelStack:
         print("this kernel's stack is already running; using it")
         return _LIVE
     _install_fault_counter()
+    quiet_known_sdk_warnings()
     tag = os.urandom(3).hex()
     address = temporal_address or os.environ.get(TEMPORAL_ENV)
     # A server you name is reached with your connection settings (profile, TLS, API key); the
@@ -361,8 +363,7 @@ async def start_stack(temporal_address: str | None = None) -> KernelStack:
             base = replace(base, temporal_address=address)
             await _check_temporal(base)
         else:
-            server = DevServer(port=free_port(), ui_port=free_port(), log_file=home / "temporal.log").start()
-            await server.wait_ready()
+            server = await DevServer.on_free_ports(log_file=home / "temporal.log")
             base = replace(base, temporal_address=server.address)
         settings = replace(base, db_url=f"sqlite:///{home / 'orderflow.db'}").with_own_queues(f"nb-{tag}")
         migrate.upgrade(settings.db_url)
