@@ -22,9 +22,9 @@ from temporalio import workflow
 from temporalio.client import Client
 from temporalio.exceptions import TemporalError
 
-from orderflow.client import TemporalUnavailable
 from orderflow.config import Settings
 from orderflow.errors import OrderflowError
+from orderflow.order_client import TemporalUnavailable
 from orderflow.workflows import OrderWorkflow
 
 REFRESH_SECONDS = 0.25  # at most four visibility counts a second per API process

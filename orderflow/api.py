@@ -26,8 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from temporalio.client import Client
 from temporalio.exceptions import TemporalError
 
-from orderflow import client as order_client
-from orderflow import metrics
+from orderflow import metrics, order_client
 from orderflow.admission import Admission, Overloaded
 from orderflow.config import Settings
 from orderflow.db.repository import Repository

@@ -133,7 +133,7 @@ async def check_against_temporal(
     """
     from temporalio.client import WorkflowFailureError
 
-    from orderflow.client import order_handle
+    from orderflow.order_client import order_handle
 
     ids = list(order_ids)
     problems = check_invariants(repo, ids)

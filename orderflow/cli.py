@@ -15,7 +15,7 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-from orderflow.config import DEFAULT_STATE_DIR, ConfigError, Settings
+from orderflow.config import DEFAULT_STATE_DIR, ConfigError, Settings, db_url_named
 from orderflow.logs import configure_logging
 
 log = logging.getLogger("orderflow")
@@ -41,8 +41,8 @@ async def _run_until_stopped(*coros) -> None:
 
 
 async def _workers(settings: Settings, kinds) -> list:
-    from orderflow.client import connect
     from orderflow.db.repository import Repository
+    from orderflow.order_client import connect
     from orderflow.worker import build_workers
 
     client = await connect(settings)
@@ -68,10 +68,9 @@ def _scrape_url(address: str) -> str:
 def dev_settings(args: argparse.Namespace, settings: Settings, env=None) -> Settings:
     """``orderflow dev``'s settings: ``--port`` picks the Temporal port, and ``--state-dir``
     holds the app database too unless ORDERFLOW_DB_URL names one explicitly."""
-    env = os.environ if env is None else env
     if args.port is not None:
         settings = replace(settings, temporal_address=f"127.0.0.1:{args.port}")
-    if not env.get("ORDERFLOW_DB_URL"):
+    if not db_url_named(env):
         settings = replace(settings, db_url=f"sqlite:///{Path(args.state_dir).resolve() / 'orderflow.db'}")
     return settings
 
@@ -167,7 +166,7 @@ async def _report_server_outages(client, address: str) -> None:
 
     The SDK needs no help to survive an outage: its pollers retry on their own (temporalio 1.35,
     measured: a worker outlived a 75 s outage of the dev server and polled again about 5 s after
-    it was back). But it says nothing while it retries (client.core_log_level keeps the core's
+    it was back). But it says nothing while it retries (config.core_log_level keeps the core's
     per-poll warnings out), so without these lines a worker cut off from its server looks idle.
     """
     down_since: float | None = None
@@ -318,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "db":
             cmd_db(args, settings)
         elif args.command == "storm":
-            from orderflow import storm
+            from orderflow.bench import storm
 
             return storm.main(
                 args.orders, args.rate, args.db, Path(args.out), args.max_spam, args.seed, args.kill_worker

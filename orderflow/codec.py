@@ -10,7 +10,7 @@ the service, its database, its backups and the Web UI (without a codec server) s
     your object --payload converter--> Payload(json) --codec.encode--> Payload(ciphertext) --> Temporal
     your object <--payload converter-- Payload(json) <--codec.decode-- Payload(ciphertext) <-- Temporal
 
-Turned on by ``ORDERFLOW_CODEC_KEYS`` (orderflow/config.py); ``orderflow.client.data_converter``
+Turned on by ``ORDERFLOW_CODEC_KEYS`` (orderflow/config.py); ``orderflow.order_client.data_converter``
 puts it into every client the project makes, and ``orderflow codec-server`` lets the Web UI
 and the ``temporal`` CLI show the plaintext (orderflow/codec_server.py).
 

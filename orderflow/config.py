@@ -42,9 +42,18 @@ ORDERFLOW_VARIABLES = (
     "ORDERFLOW_SHIPPING_TASK_QUEUE",
     "ORDERFLOW_API_TOKEN",
     "ORDERFLOW_LOG_LEVEL",
+    "ORDERFLOW_MAX_IN_FLIGHT",
     "ORDERFLOW_METRICS_ADDRESS",
     "ORDERFLOW_CODEC_KEYS",
     "ORDERFLOW_CODEC_KEYS_FILE",
+)
+# Switches of one process, read by the functions below (not Settings fields: they tune this
+# process, not where it connects) and passed on to child processes unchanged.
+PROCESS_VARIABLES = (
+    "ORDERFLOW_HOME",
+    "ORDERFLOW_CORE_LOG",
+    "ORDERFLOW_WORKFLOW_SANDBOX",
+    "ORDERFLOW_NOTEBOOK_TEMPORAL",
 )
 # The variables temporalio.envconfig reads (other TEMPORAL_* variables tune the SDK core and pass on).
 ENVCONFIG_VARIABLES = (
@@ -64,6 +73,33 @@ _TLS_SOURCES = (  # (ClientConfigTLS field, environment variable stem, what it i
 
 class ConfigError(ValueError):
     """The configuration cannot work; the message is one line that says why and where."""
+
+
+def core_log_level(env: Mapping[str, str] | None = None) -> str:
+    """The SDK core's log level: ERROR, or ``ORDERFLOW_CORE_LOG`` (DEBUG prints every activation,
+    command and local-activity attempt: how the task-guard and stuck-step defects were found)."""
+    env = os.environ if env is None else env
+    return (env.get("ORDERFLOW_CORE_LOG") or "ERROR").upper()
+
+
+def workflow_sandbox(env: Mapping[str, str] | None = None) -> bool:
+    """``ORDERFLOW_WORKFLOW_SANDBOX=1``: the workers run workflows in the sandbox too (orderflow/worker.py)."""
+    env = os.environ if env is None else env
+    return env.get("ORDERFLOW_WORKFLOW_SANDBOX") == "1"
+
+
+def db_url_named(env: Mapping[str, str] | None = None) -> bool:
+    """Whether ``ORDERFLOW_DB_URL`` names the app database explicitly (``orderflow dev`` otherwise
+    keeps it in its state folder)."""
+    env = os.environ if env is None else env
+    return bool(env.get("ORDERFLOW_DB_URL"))
+
+
+def notebook_temporal_address(env: Mapping[str, str] | None = None) -> str | None:
+    """``ORDERFLOW_NOTEBOOK_TEMPORAL``: host:port of a Temporal server every notebook kernel uses;
+    unset, each kernel starts a dev server of its own (orderflow/notebook/stack.py)."""
+    env = os.environ if env is None else env
+    return env.get("ORDERFLOW_NOTEBOOK_TEMPORAL") or None
 
 
 def _one_line(err: BaseException) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import compileall
-import os
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from orderflow import models
 from orderflow import workflows as workflows_package
 from orderflow.activities import all_activities
-from orderflow.config import Settings
+from orderflow.config import Settings, workflow_sandbox
 from orderflow.db.repository import Repository
 from orderflow.task_guard import TaskGuardRunner
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
@@ -37,7 +36,7 @@ WORKFLOW_RUNNER = SandboxedWorkflowRunner(
 
 def worker_runner() -> WorkflowRunner:
     """The live workers' runner, guarded against running history outside a workflow task (task_guard.py)."""
-    if os.environ.get("ORDERFLOW_WORKFLOW_SANDBOX") == "1":
+    if workflow_sandbox():
         compile_workflow_modules()
         return TaskGuardRunner(WORKFLOW_RUNNER)
     return TaskGuardRunner(UnsandboxedWorkflowRunner())

@@ -10,11 +10,11 @@ import sqlalchemy as sa
 from temporalio.client import Client
 
 from orderflow import stubs
-from orderflow.client import connect
 from orderflow.config import Settings
 from orderflow.db import migrate
 from orderflow.db.repository import Repository
 from orderflow.devstack import DevServer, free_port
+from orderflow.order_client import connect
 from tests.helpers import MYSQL_SERVER, ScriptedRandom, Stack, running_stack
 
 

@@ -19,7 +19,7 @@ from temporalio.client import WorkflowUpdateFailedError, WorkflowUpdateRPCTimeou
 from temporalio.exceptions import ApplicationError, CancelledError, TemporalError
 from temporalio.service import RPCError, RPCStatusCode
 
-from orderflow import client as order_client
+from orderflow import order_client
 from orderflow.admission import Admission
 from orderflow.api import http_error
 from orderflow.config import Settings

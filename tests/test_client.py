@@ -1,4 +1,4 @@
-"""Focused unit tests of how orderflow.client sends an Update again.
+"""Focused unit tests of how orderflow.order_client sends an Update again.
 
 Two answers are sent again: the server's "workflow not ready" (it dropped an Update not yet
 accepted because the workflow task carrying it failed, which a signal arriving while the
@@ -22,7 +22,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
-from orderflow import client as order_client
+from orderflow import order_client
 
 
 def rpc_error(status: RPCStatusCode, message: str, detail: Any = None) -> RPCError:

@@ -28,9 +28,8 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
-from orderflow import cli, stubs
-from orderflow import client as order_client
-from orderflow.bench_api import replay_histories
+from orderflow import cli, order_client, stubs
+from orderflow.bench.replay import replay_histories
 from orderflow.codec import ENCODING, EncryptionCodec, Undecryptable, UnknownKeyId
 from orderflow.codec_server import create_app
 from orderflow.config import ConfigError, Settings, format_codec_keys

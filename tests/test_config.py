@@ -22,8 +22,8 @@ from temporalio.envconfig import ClientConfigTLS
 from temporalio.service import RPCError, TLSConfig
 
 from orderflow import cli
-from orderflow.client import connect
 from orderflow.config import ConfigError, Settings
+from orderflow.order_client import connect
 
 CERTS = Path(__file__).with_name("certs")
 NO_FILE = {"TEMPORAL_CONFIG_FILE": os.devnull}  # never the developer's ~/.config/temporalio/temporal.toml

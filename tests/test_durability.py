@@ -3,8 +3,7 @@ one, and the order finishes as if nothing happened: no lost step, no second char
 
 import asyncio
 
-from orderflow import audit
-from orderflow import client as order_client
+from orderflow import audit, order_client
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
 from orderflow.devstack import ProcessStack

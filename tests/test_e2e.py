@@ -5,8 +5,7 @@ Nothing here controls flaky_call: a third of attempts fail and a third hang.
 
 import pytest
 
-from orderflow import audit
-from orderflow import client as order_client
+from orderflow import audit, order_client
 from orderflow.models import OrderState
 from tests.helpers import new_id
 

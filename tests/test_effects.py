@@ -17,8 +17,7 @@ import pytest
 from temporalio import workflow
 from temporalio.service import RPCError
 
-from orderflow import audit
-from orderflow import client as order_client
+from orderflow import audit, order_client
 from orderflow.errors import PaymentClosed
 from orderflow.models import OrderState, PaymentState, Signal
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow

@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from orderflow import client as order_client
+from orderflow import order_client
 from orderflow.devstack import installed_binary
 from orderflow.models import OrderState, PaymentState, StepPolicy
 from tests.helpers import new_id, running_stack

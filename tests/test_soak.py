@@ -19,9 +19,8 @@ from collections import Counter
 import httpx
 import pytest
 
-from orderflow import audit
-from orderflow import client as order_client
-from orderflow.bench_api import histories_of, replay_histories
+from orderflow import audit, order_client
+from orderflow.bench.replay import histories_of, replay_histories
 from orderflow.config import Settings
 from orderflow.devstack import ProcessStack, free_port
 from tests.helpers import CuttableProxy

@@ -1,4 +1,4 @@
-"""The command storm (orderflow/storm.py), smaller than `orderflow storm`'s default, on both databases.
+"""The command storm (orderflow/bench/storm.py), smaller than `orderflow storm`'s default, on both databases.
 
 What it found before the gate (orderflow/workflows/steps.py): orders stuck for good on a fatal
 error in the SDK core's Update state machine, histories that no longer replay, shipments
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from orderflow.storm import render, run_storm
+from orderflow.bench.storm import render, run_storm
 
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])

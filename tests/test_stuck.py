@@ -16,8 +16,7 @@ import httpx
 from temporalio import workflow
 from temporalio.worker import Worker
 
-from orderflow import api
-from orderflow import client as order_client
+from orderflow import api, order_client
 from orderflow.activities import all_activities
 from orderflow.config import Settings
 from orderflow.db.repository import Repository

@@ -11,7 +11,7 @@ import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import CancelledError
 
-from orderflow import client as order_client
+from orderflow import order_client
 from orderflow.errors import InvalidOrder
 from orderflow.models import Item, OrderState, PaymentState, Signal
 from orderflow.workflows import OrderWorkflow

@@ -1,5 +1,5 @@
 """The 15-second benchmark: N orders at concurrency C with the unmodified fault injector.
-(``--api``: the user path instead, over HTTP in an open loop; see ``orderflow.bench_api``.)
+(``--api``: the user path instead, over HTTP in an open loop; see ``orderflow.bench.user_path``.)
 
 Starts its own Temporal dev server and worker processes (as ``orderflow worker`` runs
 them), approves each order the moment it awaits review, and reports latency, the
@@ -10,29 +10,30 @@ typical implementation uses, on a dev server with default settings, for comparis
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import random
 import statistics
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import psutil
 from tqdm import tqdm
 
-from orderflow import audit
-from orderflow import client as order_client
-from orderflow.config import Settings
+from orderflow import audit, order_client
+from orderflow.bench.common import (
+    P_FAIL,
+    P_HANG,
+    PROCESS_LABELS,
+    bench_settings,
+    cpu_delta,
+    driver_cpu,
+    invariants_line,
+    percentile,
+    sample_rss,
+)
 from orderflow.db.repository import Repository
-from orderflow.devstack import ProcessStack, free_port
+from orderflow.devstack import ProcessStack
 from orderflow.models import StepPolicy
-
-FLAKY_STEPS = ("receive", "validate", "charge", "prepare", "dispatch", "mark_shipped")
-P_FAIL, P_HANG = 0.33, 0.34  # flaky_call: < 0.33 fails, < 0.67 hangs, else succeeds
-PROCESS_LABELS = {"temporal": "dev server", "orders": "orders worker", "shipping": "shipping worker", "api": "API"}
 
 
 @dataclass
@@ -66,11 +67,6 @@ class Report:
     floor: dict[str, float] = field(default_factory=dict)
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def timeout_floor(policy: StepPolicy, samples: int = 20_000, seed: int = 7) -> dict[str, float]:
     """Seconds an order must spend waiting out hung attempts alone (Monte Carlo of the fault model).
 
@@ -100,55 +96,6 @@ def timeout_floor(policy: StepPolicy, samples: int = 20_000, seed: int = 7) -> d
                 break
         totals.append(hung * policy.attempt_timeout_seconds)
     return {"mean": statistics.fmean(totals), "p50": percentile(totals, 0.5), "p99": percentile(totals, 0.99)}
-
-
-async def sample_rss(stack: ProcessStack, peaks: dict[str, float], stop: asyncio.Event) -> None:
-    handles = {}
-    for name, pid in stack.pids().items():
-        try:
-            handles[name] = psutil.Process(pid)
-        except psutil.Error:
-            pass
-    while not stop.is_set():
-        for name, proc in handles.items():
-            try:
-                peaks[name] = max(peaks.get(name, 0.0), proc.memory_info().rss / 2**20)
-            except psutil.Error:
-                pass
-        await asyncio.sleep(0.2)
-
-
-def bench_settings(db_url: str, **kw) -> Settings:
-    """A fresh dev server port and task queues of their own for one benchmark run."""
-    return Settings(
-        temporal_address=f"127.0.0.1:{free_port()}", db_url=db_url, log_level="WARNING", **kw
-    ).with_own_queues()
-
-
-def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {name: after[name] - before.get(name, 0.0) for name in after}
-
-
-def machine_reference() -> float:
-    """CPU-seconds of a fixed pure-Python workload (best of three), taken before a run.
-
-    CPU per order depends on the machine as much as on the code: two sessions' 2-core machines
-    gave 0.14-0.17 and 0.20-0.22 CPU-s/order for the same commit (the Go dev server's share
-    moved as much as the Python workers'). Quote this figure with CPU numbers to compare them.
-    """
-    best = float("inf")
-    for _ in range(3):
-        began = time.process_time()
-        total = 0
-        for i in range(5_000_000):
-            total += i
-        best = min(best, time.process_time() - began)
-    return round(best, 3)
-
-
-def driver_cpu() -> float:
-    times = psutil.Process().cpu_times()
-    return times.user + times.system
 
 
 async def run(
@@ -227,13 +174,6 @@ async def run(
     return report, runs
 
 
-def invariants_line(violations: list[str]) -> str:
-    """The report line both benchmarks end with: all hold, or the first few broken."""
-    if not violations:
-        return "invariants: all hold"
-    return f"invariants: {len(violations)} broken: " + "; ".join(violations[:5])
-
-
 def render(report: Report, budget: float) -> str:
     lines = [
         f"== {report.label}: {report.orders} orders, concurrency {report.concurrency}, "
@@ -270,87 +210,3 @@ def plot(results: list[tuple[Report, list[OrderRun]]], budget: float, path: Path
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="orderflow bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("-n", "--orders", type=int, default=200)
-    parser.add_argument("-c", "--concurrency", type=int, default=20)
-    parser.add_argument("--db-url", help="app database (default: a fresh SQLite file in --out)")
-    parser.add_argument("--out", default="bench-results", help="where the JSON, PNG and databases go")
-    parser.add_argument("--budget", type=float, default=15.0)
-    parser.add_argument("--attempt-timeout", type=float, default=StepPolicy.attempt_timeout_seconds)
-    parser.add_argument(
-        "--baseline",
-        action="store_true",
-        help="also run a typical policy (regular activities, 2 s timeouts, 1 s backoff, default dev server)",
-    )
-    parser.add_argument("--baseline-orders", type=int, default=100)
-    parser.add_argument("--no-progress", action="store_true")
-    user_path = parser.add_argument_group(
-        "the user path (--api)",
-        "the stack as `orderflow dev` runs it; orders over HTTP in an open loop, each "
-        "approved when /status says awaiting_review; -n, -c and --baseline do not apply",
-    )
-    user_path.add_argument("--api", action="store_true", help="benchmark the HTTP API path instead of the closed loop")
-    user_path.add_argument("--rate", type=float, default=8.0, help="orders placed per second")
-    user_path.add_argument("--duration", type=float, default=60.0, help="seconds during which orders arrive")
-    user_path.add_argument(
-        "--max-in-flight",
-        type=int,
-        default=None,
-        help="the API's load-shedding limit (default: ORDERFLOW_MAX_IN_FLIGHT or its default)",
-    )
-    args = parser.parse_args(argv)
-    if args.orders < 1 or args.concurrency < 1:
-        parser.error("--orders and --concurrency must be at least 1")
-
-    out = Path(args.out)
-    if args.api:
-        if args.baseline:
-            parser.error("--baseline compares closed-loop runs; it does not combine with --api")
-        if args.rate <= 0 or args.duration <= 0 or (args.max_in_flight is not None and args.max_in_flight < 0):
-            parser.error("--rate and --duration must be positive, --max-in-flight at least 0")
-        from orderflow.bench_api import main_api
-
-        return main_api(
-            args.rate, args.duration, args.db_url, out, args.budget, args.max_in_flight, progress=not args.no_progress
-        )
-    policy = StepPolicy(attempt_timeout_seconds=args.attempt_timeout)
-    plans = [("orderflow", args.orders, policy, True)]
-    if args.baseline:
-        plans.append(("baseline", args.baseline_orders, StepPolicy.baseline(), False))
-    results = []
-    for label, n, plan_policy, fast in plans:
-        report, runs = asyncio.run(
-            run(
-                label,
-                n,
-                args.concurrency,
-                plan_policy,
-                fast,
-                args.db_url,
-                out,
-                args.budget,
-                progress=not args.no_progress,
-            )
-        )
-        print(render(report, args.budget), flush=True)
-        results.append((report, runs))
-    if len(results) == 2:
-        ours, base = results[0][0], results[1][0]
-        print(
-            f"== ratio baseline/orderflow: p50 {base.p50 / ours.p50:.1f}x, p99 {base.p99 / ours.p99:.1f}x, "
-            f"throughput {ours.throughput_per_s / base.throughput_per_s:.1f}x"
-        )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps([asdict(r) for r, _ in results], indent=2))
-    plot(results, args.budget, out / "bench.png")
-    print(f"wrote {out / 'bench.json'} and {out / 'bench.png'}")
-    return 0 if all(not r.invariant_violations for r, _ in results) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

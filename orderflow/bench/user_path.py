@@ -24,14 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import httpx
-from temporalio.client import Client, WorkflowHistory
-from temporalio.converter import DataConverter
-from temporalio.worker import Replayer
+from temporalio.client import Client
 from tqdm import tqdm
 
-from orderflow import audit
-from orderflow import client as order_client
-from orderflow.bench import (
+from orderflow import audit, order_client
+from orderflow.bench.common import (
     PROCESS_LABELS,
     bench_settings,
     cpu_delta,
@@ -41,10 +38,9 @@ from orderflow.bench import (
     percentile,
     sample_rss,
 )
+from orderflow.bench.replay import histories_of, replay_histories, workflow_type
 from orderflow.db.repository import Repository
 from orderflow.devstack import ProcessStack, free_port
-from orderflow.worker import WORKFLOW_RUNNER
-from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 
 
 @dataclass
@@ -131,43 +127,6 @@ async def _customer_and_reviewer(
         bar.update()
 
 
-async def histories_of(client: Client, stack: ProcessStack, admitted: list[str]) -> list[WorkflowHistory]:
-    """Every order's history and every shipment's (the children, found by their task queue)."""
-    found = [await order_client.order_handle(client, order_id).fetch_history() for order_id in admitted]
-    query = f"TaskQueue='{stack.settings.shipping_task_queue}'"
-    async for execution in client.list_workflows(query):
-        found.append(await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history())
-    return found
-
-
-def _workflow_type(history: WorkflowHistory) -> str:
-    return history.events[0].workflow_execution_started_event_attributes.workflow_type.name
-
-
-async def replay_histories(
-    histories: list[WorkflowHistory], data_converter: DataConverter = DataConverter.default
-) -> dict:
-    """Replay each history on today's workflow code, as a restarted worker would (with the
-    workers' data converter: an encrypted history needs its codec)."""
-    replayer = Replayer(
-        workflows=[OrderWorkflow, ShippingWorkflow], workflow_runner=WORKFLOW_RUNNER, data_converter=data_converter
-    )
-
-    async def each():
-        for history in histories:
-            yield history
-
-    results = await replayer.replay_workflows(each(), raise_on_replay_failure=False)
-    by_run = {h.run_id: h.workflow_id for h in histories}
-    failures = [f"{by_run.get(run, run)}: {err}" for run, err in results.replay_failures.items()]
-    return {
-        "histories": len(histories),
-        "failures": len(failures),
-        "first_failures": failures[:5],
-        "failed_runs": sorted(results.replay_failures),
-    }
-
-
 async def run_api(
     rate: float,
     duration: float,
@@ -224,8 +183,8 @@ async def run_api(
     seconds = [r.seconds for r in done if r.seconds is not None]
     n = len(done)
     order_type = "OrderWorkflow"
-    order_events = [len(h.events) for h in histories if _workflow_type(h) == order_type]
-    child_events = sum(len(h.events) for h in histories if _workflow_type(h) != order_type)
+    order_events = [len(h.events) for h in histories if workflow_type(h) == order_type]
+    child_events = sum(len(h.events) for h in histories if workflow_type(h) != order_type)
     per_order = {PROCESS_LABELS.get(k, k): round(v / n, 4) for k, v in cpu.items()} if n else {}
     if n:
         per_order["all stack processes"] = round(sum(cpu.values()) / n, 4)
