@@ -214,7 +214,7 @@ async def cmd_api(args: argparse.Namespace, settings: Settings) -> None:
 
 
 async def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> None:
-    from orderflow import codec_server
+    from orderflow.api import codec_server
 
     await _run_until_stopped(
         codec_server.serve(settings, args.host, args.port, args.ui_origin or codec_server.DEFAULT_UI_ORIGINS)

@@ -12,7 +12,7 @@ the service, its database, its backups and the Web UI (without a codec server) s
 
 Turned on by ``ORDERFLOW_CODEC_KEYS`` (orderflow/config.py); ``orderflow.order_client.data_converter``
 puts it into every client the project makes, and ``orderflow codec-server`` lets the Web UI
-and the ``temporal`` CLI show the plaintext (orderflow/codec_server.py).
+and the ``temporal`` CLI show the plaintext (orderflow/api/codec_server.py).
 
 What is not encrypted: workflow and activity ids and types, task queue names, timestamps,
 search attributes (the service must index them) and headers. Keep secrets out of those.

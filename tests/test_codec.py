@@ -29,9 +29,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from orderflow import cli, order_client, stubs
+from orderflow.api.codec_server import create_app
 from orderflow.bench.replay import replay_histories
 from orderflow.codec import ENCODING, EncryptionCodec, Undecryptable, UnknownKeyId
-from orderflow.codec_server import create_app
 from orderflow.config import ConfigError, Settings, format_codec_keys
 from orderflow.devstack import DevServer, free_port, installed_binary, port_open
 from orderflow.models import OrderState, PaymentState

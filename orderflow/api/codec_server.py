@@ -20,8 +20,6 @@ authentication of its own. Put it behind your SSO/TLS proxy before exposing it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -32,6 +30,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
+from orderflow.api.server import EmbeddedServer, serve_until_cancelled
 from orderflow.codec import CodecError, EncryptionCodec
 from orderflow.config import ConfigError, Settings
 
@@ -97,13 +96,6 @@ def app_for(settings: Settings, ui_origins: Sequence[str] = DEFAULT_UI_ORIGINS) 
     return create_app(EncryptionCodec(settings.codec_keys), settings.namespace, ui_origins)
 
 
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the caller owns Ctrl-C."""
-
-    def capture_signals(self):
-        return contextlib.nullcontext()
-
-
 async def serve(
     settings: Settings,
     host: str = "127.0.0.1",
@@ -111,7 +103,7 @@ async def serve(
     ui_origins: Sequence[str] = DEFAULT_UI_ORIGINS,
 ) -> None:
     app = app_for(settings, ui_origins)
-    server = _EmbeddedServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
+    server = EmbeddedServer(uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False))
     log.info(
         "codec server started",
         extra={
@@ -123,10 +115,4 @@ async def serve(
             }
         },
     )
-    task = asyncio.ensure_future(server.serve())
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        server.should_exit = True
-        await task
-        raise
+    await serve_until_cancelled(server)
