@@ -10,9 +10,7 @@ from temporalio.client import Client
 
 from orderflow.db.repository import Repository
 from orderflow.db.schema import events, orders, payments, shipments
-from orderflow.models import OrderState, PaymentState
-
-TERMINAL = {s.value for s in (OrderState.SHIPPED, OrderState.CANCELLED, OrderState.FAILED)}
+from orderflow.models import TERMINAL, OrderState, PaymentState
 
 
 def _frame(repo: Repository, table: sa.Table, order_ids: Iterable[str] | None, column) -> pd.DataFrame:

@@ -28,8 +28,8 @@ from typing import Any
 
 from temporalio.envconfig import ClientConfigProfile, ClientConfigTLS
 
-ORDERS_TASK_QUEUE = "orders-tq"
-SHIPPING_TASK_QUEUE = "shipping-tq"
+from orderflow.models import ORDERS_TASK_QUEUE, SHIPPING_TASK_QUEUE
+
 NAMESPACE = "default"
 DEFAULT_TEMPORAL_ADDRESS = "127.0.0.1:7233"
 

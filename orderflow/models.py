@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+# The task queues' names (config.Settings may give them a suffix of their own, per test or run).
+ORDERS_TASK_QUEUE = "orders-tq"
+SHIPPING_TASK_QUEUE = "shipping-tq"
+
 
 class OrderState(str, Enum):
     """Where an order is. The order of the members is the order of the lifecycle."""
@@ -32,6 +36,8 @@ class OrderState(str, Enum):
 
 
 TERMINAL_STATES = frozenset({OrderState.SHIPPED, OrderState.CANCELLED, OrderState.FAILED})
+# The same, as the strings the database and the audit trail store.
+TERMINAL = tuple(s.value for s in OrderState if s in TERMINAL_STATES)
 LIFECYCLE = [s for s in OrderState if s not in TERMINAL_STATES] + [OrderState.SHIPPED]
 
 
@@ -135,7 +141,7 @@ class OrderRequest:
     address: str = ""
     budget_seconds: float = 15.0
     review_timeout_seconds: float | None = None
-    shipping_task_queue: str = "shipping-tq"
+    shipping_task_queue: str = SHIPPING_TASK_QUEUE
     policy: StepPolicy = field(default_factory=StepPolicy)
 
 

@@ -236,8 +236,9 @@ async def test_a_late_address_signal_never_fails_the_order(stack, scripted):
 
 def test_the_checker_catches_a_second_charge(stack):
     """The 'charged at most once' invariant can fail: a second charge effect is reported."""
-    from orderflow.db.repository import _effect_event, _insert_ignore
+    from orderflow.db.audit_events import effect_event as _effect_event
     from orderflow.db.schema import events
+    from orderflow.db.statements import insert_ignore as _insert_ignore
     from orderflow.models import Item
 
     order_id = new_id("double")

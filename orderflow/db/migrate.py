@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-from orderflow.db.repository import make_engine
+from orderflow.db.engine import make_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 

@@ -5,7 +5,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from orderflow.db import migrate
-from orderflow.db.repository import make_engine
+from orderflow.db.engine import make_engine
 from orderflow.db.schema import metadata
 
 

@@ -311,11 +311,11 @@ def test_prebuilt_statements_bind_no_name_that_is_also_a_column():
     from sqlalchemy.sql import visitors
     from sqlalchemy.sql.elements import BindParameter
 
-    from orderflow.db import repository
+    from orderflow.db import orders, step_ledger
 
-    updates = [repository._COUNT_ATTEMPT, repository._COUNT_FAILURE, repository._CLOSE_STEP]
+    updates = [step_ledger._COUNT_ATTEMPT, step_ledger._COUNT_FAILURE, step_ledger._CLOSE_STEP]
     updates += [
-        repository._advance_statement(state, reason, address)
+        orders._advance_statement(state, reason, address)
         for state in OrderState
         for reason in (True, False)
         for address in (True, False)

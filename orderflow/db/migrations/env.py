@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from orderflow.db.repository import make_engine
+from orderflow.db.engine import make_engine
 from orderflow.db.schema import metadata
 
 config = context.config
