@@ -18,14 +18,13 @@ import math
 import time
 from collections import deque
 
-from temporalio import workflow
 from temporalio.client import Client
 from temporalio.exceptions import TemporalError
 
 from orderflow.config import Settings
 from orderflow.errors import OrderflowError
+from orderflow.models import ORDER_WORKFLOW
 from orderflow.order_client import TemporalUnavailable
-from orderflow.workflows import OrderWorkflow
 
 REFRESH_SECONDS = 0.25  # at most four visibility counts a second per API process
 COUNT_TIMEOUT = 2.0  # a count that takes longer means Temporal is not answering: 503
@@ -55,10 +54,7 @@ class Admission:
     def __init__(self, settings: Settings, budget_seconds: float = 15.0) -> None:
         self.limit = settings.max_in_flight
         self.budget_seconds = budget_seconds
-        order_type = workflow._Definition.must_from_class(OrderWorkflow).name
-        self.query = (
-            f"WorkflowType='{order_type}' AND ExecutionStatus='Running' AND TaskQueue='{settings.orders_task_queue}'"
-        )
+        self.query = f"WorkflowType='{ORDER_WORKFLOW}' AND ExecutionStatus='Running' AND TaskQueue='{settings.orders_task_queue}'"
         self._visible = 0
         self._sent_at = -math.inf  # monotonic time the last successful count was requested
         self._refresh: asyncio.Task | None = None

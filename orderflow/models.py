@@ -10,6 +10,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+# The workflow type names: what histories record and what visibility queries filter on. Never
+# change them: every recorded history and running order is bound to its type's name.
+ORDER_WORKFLOW = "OrderWorkflow"
+SHIPPING_WORKFLOW = "ShippingWorkflow"
+
 # The task queues' names (config.Settings may give them a suffix of their own, per test or run).
 ORDERS_TASK_QUEUE = "orders-tq"
 SHIPPING_TASK_QUEUE = "shipping-tq"

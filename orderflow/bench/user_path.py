@@ -41,6 +41,7 @@ from orderflow.bench.common import (
 from orderflow.bench.replay import histories_of, replay_histories, workflow_type
 from orderflow.db.repository import Repository
 from orderflow.devstack import ProcessStack, free_port
+from orderflow.models import ORDER_WORKFLOW
 
 
 @dataclass
@@ -182,7 +183,7 @@ async def run_api(
     done = [r for r in runs if r.start_code == 201]
     seconds = [r.seconds for r in done if r.seconds is not None]
     n = len(done)
-    order_type = "OrderWorkflow"
+    order_type = ORDER_WORKFLOW
     order_events = [len(h.events) for h in histories if workflow_type(h) == order_type]
     child_events = sum(len(h.events) for h in histories if workflow_type(h) != order_type)
     per_order = {PROCESS_LABELS.get(k, k): round(v / n, 4) for k, v in cpu.items()} if n else {}

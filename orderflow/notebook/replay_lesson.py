@@ -5,11 +5,11 @@ from __future__ import annotations
 from temporalio import workflow
 
 from orderflow.activities import OrderActivities
-from orderflow.models import OrderRequest, OrderResult, OrderState
+from orderflow.models import ORDER_WORKFLOW, OrderRequest, OrderResult, OrderState
 from orderflow.workflows import OrderWorkflow
 
 
-@workflow.defn(name="OrderWorkflow", sandboxed=False)
+@workflow.defn(name=ORDER_WORKFLOW, sandboxed=False)
 class ReorderedOrderWorkflow(OrderWorkflow):
     """OrderWorkflow with one edit that breaks running orders: it validates before it receives.
     Same workflow type name, so a replay of a real history runs it. (Only notebook 06 uses it,

@@ -24,6 +24,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, FailureError
 
 from orderflow.models import (
+    ORDER_WORKFLOW,
     OrderRequest,
     OrderResult,
     OrderState,
@@ -78,7 +79,7 @@ def _refuse_if(refusal: str | None, gate_refusal: str | None) -> None:
         raise ApplicationError(gate_refusal, type="Busy", non_retryable=True)
 
 
-@workflow.defn(name="OrderWorkflow")
+@workflow.defn(name=ORDER_WORKFLOW)
 class OrderWorkflow:
     @workflow.init
     def __init__(self, req: OrderRequest) -> None:

@@ -17,14 +17,14 @@ from datetime import datetime
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 
-from orderflow.models import OrderState, ShippingRequest, ShippingResult, Signal, StepRequest
+from orderflow.models import SHIPPING_WORKFLOW, OrderState, ShippingRequest, ShippingResult, Signal, StepRequest
 from orderflow.workflows.steps import AuditTrail, StepAbandoned, StepError, StepRunner
 
 with workflow.unsafe.imports_passed_through():
     from orderflow.activities import ShippingActivities
 
 
-@workflow.defn(name="ShippingWorkflow")
+@workflow.defn(name=SHIPPING_WORKFLOW)
 class ShippingWorkflow:
     @workflow.init
     def __init__(self, req: ShippingRequest) -> None:
