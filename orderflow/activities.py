@@ -142,7 +142,7 @@ class StepActivities:
                 written = asyncio.get_running_loop().run_in_executor(None, self.db.record_attempt, key, event, False)
                 written.add_done_callback(_report_background_failure)
             raise
-        except Exception as err:  # the injected fault, or a database error: retried by the core
+        except Exception as err:  # noqa: BLE001 - the injected fault, or a database error: retried by the core
             message = f"{type(err).__name__}: {err}" if not isinstance(err, RuntimeError) else str(err)
             await asyncio.to_thread(
                 self.db.record_attempt, key, self._event(req, key, n, "attempt_failed", message), True

@@ -157,7 +157,7 @@ async def _server_answers(client) -> tuple[bool, str]:
     """Whether the Temporal server answers a health check, and if not, why (one short line)."""
     try:
         return await client.service_client.check_health(timeout=SERVER_CHECK_TIMEOUT), ""
-    except Exception as err:  # RPCError: refused, unavailable, timed out
+    except Exception as err:  # noqa: BLE001 - RPCError: refused, unavailable, timed out; any reason is reported
         return False, (str(err).splitlines() or [type(err).__name__])[0][:200]
 
 
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
             )
     except KeyboardInterrupt:
         return 130
-    except Exception as err:  # a clear one-line error for the user, not a stack trace
+    except Exception as err:  # noqa: BLE001 - a clear one-line error for the user, not a stack trace
         print(f"orderflow {args.command}: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     return 0

@@ -135,16 +135,16 @@ class GuardedInstance(WorkflowInstance):
         return completion
 
     # The rest is the wrapped instance's.
-    def get_serialization_context(self, command_info):  # noqa: ANN001, ANN201 - the SDK's own signature
+    def get_serialization_context(self, command_info):  # the SDK's own signature
         return self._inner.get_serialization_context(command_info)
 
-    def get_external_store_context(self, command_info):  # noqa: ANN001, ANN201
+    def get_external_store_context(self, command_info):
         return self._inner.get_external_store_context(command_info)
 
-    def get_info(self):  # noqa: ANN201
+    def get_info(self):
         return self._inner.get_info()
 
-    def get_thread_id(self):  # noqa: ANN201
+    def get_thread_id(self):
         return self._inner.get_thread_id()
 
 
@@ -185,11 +185,11 @@ class TaskGuardRunner(WorkflowRunner):
                 temporalio.__version__,
             )
 
-    def prepare_workflow(self, defn) -> None:  # noqa: ANN001 - the SDK's own signature
+    def prepare_workflow(self, defn) -> None:  # the SDK's own signature
         self._inner.prepare_workflow(defn)
 
     def create_instance(self, det: WorkflowInstanceDetails) -> WorkflowInstance:
         return GuardedInstance(self._inner.create_instance(det), det.info.workflow_id, self._refusals)
 
-    def set_worker_level_failure_exception_types(self, types) -> None:  # noqa: ANN001
+    def set_worker_level_failure_exception_types(self, types) -> None:
         self._inner.set_worker_level_failure_exception_types(types)

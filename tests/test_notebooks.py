@@ -81,7 +81,7 @@ def test_every_console_button_is_pressed_by_some_notebook():
 def _record(err: BaseException) -> logging.LogRecord:
     try:
         raise err
-    except BaseException:
+    except BaseException:  # noqa: BLE001 - raised only to capture its exc_info
         return logging.LogRecord(
             "temporalio.activity", logging.WARNING, __file__, 1, "Completing activity as failed", None, sys.exc_info()
         )

@@ -123,6 +123,7 @@ async def _customer_and_reviewer(
         except Exception:  # noqa: BLE001 - a failed or terminated workflow is an outcome to count
             order.state = "workflow_failed"
         desc = await handle.describe()
+        assert desc.close_time is not None  # result() returned or raised: the workflow has closed
         order.seconds = (desc.close_time - desc.start_time).total_seconds()
     finally:
         bar.update()
@@ -156,6 +157,7 @@ async def run_api(
             client = await order_client.connect(settings)
             sampler = asyncio.create_task(sample_rss(stack, peaks, stop))
             bar = tqdm(total=offered, desc=f"{rate:g}/s over HTTP", unit="order", disable=not progress)
+            assert stack.api_url is not None  # started with an api_port
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=200)
             async with httpx.AsyncClient(base_url=stack.api_url, timeout=60, limits=limits) as http:
                 cpu_before, driver_before = stack.cpu_seconds(), driver_cpu()
@@ -218,7 +220,7 @@ async def run_api(
         max=round(max(seconds), 3) if seconds else None,
         within_budget=share(lambda r: r.seconds is not None and r.seconds < budget),
         shipped=share(lambda r: r.state == "shipped"),
-        outcomes={s: share(lambda r, s=s: r.state == s) for s in sorted({r.state for r in done if r.state})},
+        outcomes={s: round(sum(r.state == s for r in done) / n, 4) for s in sorted({r.state for r in done if r.state})},
         cpu_seconds_per_order=per_order,
         peak_rss_mb={PROCESS_LABELS.get(k, k): round(v, 1) for k, v in peaks.items()},
         history_events_per_order={
@@ -274,9 +276,10 @@ def plot_api(report: ApiReport, runs: list[ApiOrder], budget: float, path: Path)
     done = [r for r in runs if r.seconds is not None]
     refused = [r for r in runs if r.start_code == 429]
     fig, (hist, timeline) = plt.subplots(1, 2, figsize=(12, 4))
-    top = max([budget, *(r.seconds for r in done)]) * 1.05
+    times = [r.seconds for r in done if r.seconds is not None]
+    top = max([budget, *times]) * 1.05
     hist.hist(
-        [r.seconds for r in done],
+        times,
         bins=[top * i / 60 for i in range(61)],
         alpha=0.7,
         label=f"admitted (p99 {report.p99} s)",
@@ -285,7 +288,7 @@ def plot_api(report: ApiReport, runs: list[ApiOrder], budget: float, path: Path)
     hist.set_xlabel("seconds from start to terminal state")
     hist.set_ylabel("orders")
     hist.legend()
-    for state in sorted({r.state for r in done}):
+    for state in sorted({r.state for r in done if r.state is not None}):
         mine = [r for r in done if r.state == state]
         timeline.scatter([r.offset for r in mine], [r.seconds for r in mine], s=8, label=state)
     if refused:

@@ -120,6 +120,7 @@ class ProcessStack:
         process = spawn_orderflow(*args, settings=settings, output=subprocess.PIPE, own_session=True)
         self.processes[name] = process
         self.started_at[name] = time.monotonic()
+        assert process.stdout is not None  # output=PIPE
         self.relay.follow(name, process.stdout)
 
     async def start(self, timeout: float = 60.0) -> "ProcessStack":
@@ -187,7 +188,7 @@ class ProcessStack:
 
     def exited(self) -> dict[str, int]:
         """Children (and the dev server this stack started) that have ended, with their exit codes."""
-        ended = {name: p.poll() for name, p in self.processes.items() if p.poll() is not None}
+        ended = {name: code for name, p in self.processes.items() if (code := p.poll()) is not None}
         if self.server and self.server.process and self.server.process.poll() is not None:
             ended["temporal"] = self.server.process.returncode
         return ended
@@ -267,6 +268,7 @@ class ProcessStack:
         assert self.server is not None
         self.server.launch()
         self.started_at["temporal"] = time.monotonic()
+        assert self.server.process is not None and self.server.process.stdout is not None  # launched with a pipe
         self.relay.follow("temporal", self.server.process.stdout)
 
     async def _server_ready(self) -> None:

@@ -112,6 +112,7 @@ class OrderConsole:
             print(f"{button.description}: not pressed, the button is disabled ({self._why_disabled(button)})")
             return None
         button.click()
+        assert self.last_task is not None  # the click's handler started it
         await self.last_task
         return self.replies[-1]
 
@@ -133,10 +134,11 @@ class OrderConsole:
     def renew_if_missed_review(self) -> bool:
         """If the current order ended before anyone approved it (its review deadline passed while
         you read, say), take a new order id, and with it a new payment id. True if it did."""
-        if self.ended and not self.status.approved:
+        status = self.status
+        if status is not None and status.terminal and not status.approved:
             print(
-                f"order {self.current_id} ended {self.status.state.value} before approval "
-                f"({self.status.reason}); using a new order id"
+                f"order {self.current_id} ended {status.state.value} before approval "
+                f"({status.reason}); using a new order id"
             )
             self.new_order()
             return True
@@ -204,7 +206,7 @@ class OrderConsole:
             return f"order {self.current_id} was started already"
         if not self.started:
             return "the order is not started"
-        if self.ended:
+        if self.status is not None and self.status.terminal:
             return f"the order has ended: {self.status.state.value}"
         return "the order is not awaiting review" if button is self.approve else "not available now"
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 
@@ -17,13 +19,14 @@ def history_frame(history) -> pd.DataFrame:
     the signal / update / activity / child it concerns, and seconds since the first event."""
     rows = []
     first = None
-    update_names = {}  # update id -> name, from the accepted event, for the completed one
+    update_names: dict[str, str] = {}  # update id -> name, from the accepted event, for the completed one
     for e in history.events:
         ts = e.event_time.ToDatetime()
         first = first or ts
-        name = workflow_id = ""
+        name: str = ""
+        workflow_id: str = ""
         kind = e.WhichOneof("attributes")
-        attrs = getattr(e, kind) if kind else None
+        attrs: Any = getattr(e, kind) if kind else None  # a protobuf message of the kind just named
         if kind == "workflow_execution_signaled_event_attributes":
             name = attrs.signal_name
         elif kind == "workflow_execution_update_accepted_event_attributes":

@@ -37,7 +37,9 @@ def show_source(*objects) -> SourceView:
     parts = []
     for obj in objects:
         lines, first = inspect.getsourcelines(obj)
-        path = Path(inspect.getsourcefile(obj)).resolve()
+        source_file = inspect.getsourcefile(obj)
+        assert source_file is not None  # getsourcelines found it
+        path = Path(source_file).resolve()
         try:
             path = path.relative_to(PACKAGE_ROOT)
         except ValueError:
