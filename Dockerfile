@@ -11,11 +11,13 @@ ENV PYTHONUNBUFFERED=1 \
 
 WORKDIR /app
 
-# Dependencies first, so a code change does not reinstall them. The test tools and the editable
-# install (`-e .`) below the "# Tests" line stay out of the image.
+# Dependencies first, so a code change does not reinstall them. Only the "# Runtime" block:
+# the notebook, lint and test tools and the editable install (`-e .`) stay out of the image
+# (scripts/runtime-requirements.sh; tests/test_packaging.py runs the same script).
 COPY requirements.txt ./
+COPY scripts/runtime-requirements.sh ./scripts/
 RUN python -m venv /opt/venv \
- && sed -n '/^# Runtime/,/^# Tests/p' requirements.txt | grep -v '^#' > /tmp/runtime.txt \
+ && sh scripts/runtime-requirements.sh requirements.txt > /tmp/runtime.txt \
  && pip install -r /tmp/runtime.txt \
  && rm /tmp/runtime.txt
 
