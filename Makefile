@@ -9,19 +9,28 @@ $(BIN)/orderflow: requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-.PHONY: install dev test lint bench lab
+.PHONY: install setup dev test lint format bench lab
 install: $(BIN)/orderflow
+
+# What the tests need besides Python packages (MariaDB running, Debian's chromium and
+# docker-compose): installed or started when it can be, else one line says what to install.
+setup:
+	bash scripts/test-setup.sh
 
 dev: install
 	$(BIN)/orderflow dev
 
-test: install lint
+test: install setup lint
 	$(BIN)/python -m pytest --nbmake tests notebooks
 
 lint: install
 	$(BIN)/ruff check orderflow tests notebooks
 	$(BIN)/ruff format --check orderflow tests notebooks
 	$(BIN)/mypy orderflow
+
+format: install
+	$(BIN)/ruff format orderflow tests notebooks
+	$(BIN)/ruff check --fix orderflow tests notebooks
 
 bench: install
 	$(BIN)/orderflow bench

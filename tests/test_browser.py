@@ -12,7 +12,7 @@ cell by cell too. No cell may show stderr (the workers' expected faults are coun
 printed). On failure a screenshot and the server log are saved under var/browser/ (after
 success too with ORDERFLOW_BROWSER_SCREENSHOTS=1).
 
-Needs: ``apt-get install chromium`` and the pinned ``playwright`` wheel (.ci/run installs both).
+Needs: ``apt-get install chromium`` and the pinned ``playwright`` wheel (make test installs both).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ LAB_SETTINGS = {
 
 def chromium_path() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert found, "Debian's chromium is missing: apt-get install -y chromium (.ci/run does this)"
+    assert found, "Debian's chromium is missing: apt-get install -y chromium (make setup does this)"
     return found
 
 

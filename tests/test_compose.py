@@ -1,7 +1,7 @@
 """docker-compose.yml cannot run here (no Docker engine). What can be checked without one is:
 
 * the file, resolved and validated by a real compose implementation (Debian's ``docker-compose``,
-  which parses and validates without a daemon; .ci/run installs it);
+  which parses and validates without a daemon; make setup installs it);
 * every app service runs a real ``orderflow`` command whose settings work;
 * the cluster's shape: one-shot setup jobs before the services that need them, health checks,
   restart policies, workers that scale (no fixed names or ports), the 15-second dynamic config;
@@ -51,7 +51,7 @@ WORKERS = ("orders-worker", "shipping-worker")
 
 def docker_compose(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     binary = shutil.which("docker-compose")
-    assert binary, "docker-compose is missing: apt-get install -y docker-compose (.ci/run does)"
+    assert binary, "docker-compose is missing: apt-get install -y docker-compose (make setup does)"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPORAL_", "ORDERFLOW_", "APP_DB_"))}
     return subprocess.run(
         [binary, "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT), *args],
