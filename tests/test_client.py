@@ -3,7 +3,7 @@
 Two answers are sent again: the server's "workflow not ready" (it dropped an Update not yet
 accepted because the workflow task carrying it failed, which a signal arriving while the
 order's last task runs causes without any fault), under the same id; and the workflow's Busy
-refusal (a step was running: workflows/steps.py, Gate), under a new id. These tests script
+refusal (a step was running: workflows/gate.py), under a new id. These tests script
 the answers with a stand-in handle: the races cannot be scheduled on purpose against a real
 server (tests/test_workflows_order.py has the Busy path for real).
 """

@@ -1,6 +1,6 @@
 """The command storm (orderflow/bench/storm.py), smaller than `orderflow storm`'s default, on both databases.
 
-What it found before the gate (orderflow/workflows/steps.py): orders stuck for good on a fatal
+What it found before the gate (orderflow/workflows/gate.py): orders stuck for good on a fatal
 error in the SDK core's Update state machine, histories that no longer replay, shipments
 dispatched to an address every other record contradicted, and 409s that came true. Each
 assertion below is one of those. The full storm: `orderflow storm` (80 orders at 5/s,

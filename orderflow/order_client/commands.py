@@ -102,7 +102,7 @@ async def start_order_for_review(
 
 
 NOT_READY_PAUSE = 0.05  # the retried workflow task is usually scheduled within a few ms
-# A command that arrives while a step runs is refused as Busy (workflows/steps.py, Gate) and
+# A command that arrives while a step runs is refused as Busy (workflows/gate.py) and
 # sent again after these pauses (then every BUSY_PAUSES[-1] s); the caller bounds the whole wait.
 BUSY_PAUSES = (0.02, 0.05, 0.1, 0.2)
 

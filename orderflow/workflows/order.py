@@ -10,7 +10,7 @@ Where an order becomes X: ``_enter`` is the only place that changes ``self.state
 step that establishes a state persists it with its own outcome (``state=`` on the step),
 and the final write (``_close``) persists the end state.
 
-Commands (approve, cancel, change the address) arrive between steps only (steps.Gate): the
+Commands (approve, cancel, change the address) arrive between steps only (gate.Gate): the
 gate opens on a history event after the steps before each point where the order listens (the
 review, the shipment), and every state an Update waits for is entered with the gate open.
 """
@@ -408,7 +408,7 @@ class OrderWorkflow:
     # As a signal (the assignment's names) it cannot answer: it is held while a step runs, and
     # a refusal is recorded in status().signals. Handlers only change the order's state: they
     # never call activities or send commands, and an Update that waits for an outcome waits for
-    # a state entered with the gate open (steps.Gate says why).
+    # a state entered with the gate open (gate.Gate says why).
     def _record(self, name: str, accepted: bool, detail: str) -> None:
         self.signals.append(SignalRecord(name, accepted, detail, workflow.now().isoformat()))
         self.trail.record("signal_accepted" if accepted else "signal_rejected", name=name, detail=detail)

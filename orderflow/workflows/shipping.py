@@ -5,7 +5,7 @@ afterwards), signals the parent ``DispatchFailed(reason)`` and ends; the parent 
 whether to try another shipment. Its audit events travel to the parent in its result.
 
 The parent talks to it with two signals, ``UpdateAddress`` and ``CancelShipment``. Like every
-message they are let in between steps only (steps.Gate): one that arrives while the package is
+message they are let in between steps only (gate.Gate): one that arrives while the package is
 prepared takes effect before the carrier is called; one that arrives during dispatch is too late.
 """
 
@@ -39,7 +39,7 @@ class ShippingWorkflow:
     @workflow.run
     async def run(self, req: ShippingRequest) -> ShippingResult:
         # A cancellation through Temporal (the Web UI, the CLI) is held like a signal: the body is
-        # shielded from it, so it never interrupts a step (see steps.Gate).
+        # shielded from it, so it never interrupts a step (see gate.Gate).
         body = asyncio.create_task(self._ship(req))
         try:
             return await asyncio.shield(body)
@@ -121,7 +121,7 @@ class ShippingWorkflow:
             out_of_time=out_of_time,
         )
 
-    # -- messages from the parent: held while a step runs (steps.Gate) ----------------------
+    # -- messages from the parent: held while a step runs (gate.Gate) ----------------------
     @workflow.signal(name=Signal.UPDATE_ADDRESS)
     def update_address(self, new_address: str) -> None:
         """Reaches the dispatch step if it has not begun."""

@@ -15,7 +15,7 @@ next task; a replay hands it over one task earlier. Code that runs in reaction t
 then runs at different points live and on replay, relative to any Update accepted meanwhile:
 the commands come out in another order and the history no longer replays ("Timer machine does
 not handle this event: WorkflowExecutionUpdateAccepted", "UpdateMachine in state ... says the
-transition is invalid"). orderflow's workaround: the gate in orderflow/workflows/steps.py.
+transition is invalid"). orderflow's workaround: the gate in orderflow/workflows/gate.py.
 """
 
 from __future__ import annotations

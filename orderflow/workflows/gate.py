@@ -1,0 +1,72 @@
+"""The Gate: messages (signals and Updates) reach a workflow only between steps.
+
+Why: a local activity's result does not arrive with a history event. The SDK core may hand it to
+the workflow one workflow task later than the one whose completion recorded it (a query that
+arrives during a step makes the core complete the task early), while a replay always hands
+it over in the earlier task. Code that runs in reaction to a step's result therefore runs at
+different points live and on replay, relative to any message that came in meanwhile. If a
+message was accepted or applied in that window, the commands come out in another order and
+the history no longer replays (measured: docs/reliability.md, "Messages and the step model").
+So while a step runs, and until the workflow has seen a history event after it, the gate is
+closed: an Update is refused as ``Busy`` (the client sends it again a moment later) and a
+signal is held, then applied when the gate opens. Handlers never schedule activities or send
+commands, and an Update completes only in reaction to a history event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+
+BUSY = "a step is running; send it again in a moment"
+# The gate opens on a 1 ms timer after a step: a history event, so the workflow reaches the same
+# point live and on replay before it looks at any message (see the module docstring).
+GATE_TIMER = timedelta(milliseconds=1)
+
+
+class Gate:
+    """Lets messages in between steps only.
+
+    ``close()`` when a step starts (StepRunner does it). ``await open()`` after it: a 1 ms
+    timer (or, with ``after_history_event=True``, the caller just awaited one itself, such as
+    a child workflow's start), then the held signals are applied in the order they came.
+    Update validators call ``refusal()``; signal handlers call ``hold_or_apply()``.
+    """
+
+    def __init__(self) -> None:
+        self.closed = False
+        self._held: list[Callable[[], None]] = []
+
+    def close(self) -> None:
+        self.closed = True
+
+    def refusal(self) -> str | None:
+        """Why an Update cannot be accepted now (None: it can). The API sends a Busy one again."""
+        return BUSY if self.closed else None
+
+    def hold_or_apply(self, effect: Callable[[], None]) -> None:
+        """A signal's effect: now if the gate is open, else when it opens."""
+        if self.closed:
+            self._held.append(effect)
+        else:
+            effect()
+
+    async def open(self, *, after_history_event: bool = False) -> None:
+        if not self.closed:
+            return
+        if not after_history_event:
+            await workflow.sleep(GATE_TIMER, summary="between steps: let messages in")
+        self.closed = False
+        self.drain()
+
+    def drain(self) -> None:
+        """Apply the held signals now (the gate stays as it is): at the end, where every
+        command's rule refuses, so each is recorded as refused instead of lost."""
+        held, self._held = self._held, []
+        for effect in held:
+            effect()
+
+    def held(self) -> int:
+        return len(self._held)
