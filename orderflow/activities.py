@@ -52,9 +52,9 @@ class AttemptFailed(ApplicationError):
 
 
 class QuietFailureConverter(DefaultFailureConverter):
-    """Formatting the stack trace of every injected fault was ~10 % of the orders worker's CPU
-    (py-spy, bench --api); an ``AttemptFailed`` carries none, nor does an attempt cancelled by
-    its own timeout (another 3 %: the trace only shows where the hang was waiting). Every other
+    """Expected faults cross to Temporal without a stack trace: an ``AttemptFailed`` carries none,
+    nor does an attempt cancelled by its own timeout (the trace only shows where the hang was
+    waiting). Formatting them cost CPU (docs/performance.md#what-an-order-costs); every other
     error keeps its trace."""
 
     def to_failure(self, exception: BaseException, payload_converter: PayloadConverter, failure: Failure) -> None:

@@ -136,19 +136,16 @@ def tune_gc() -> None:
 
     ``freeze`` moves what start-up loaded (the SDK, SQLAlchemy, FastAPI) out of the collector's
     sight, and the thresholds make young-generation passes rarer (default: every 700
-    allocations). Measured with `orderflow bench --api --rate 8 --duration 60`, three runs each
-    way: orders worker 0.067 -> 0.062 CPU-s per order, shipping worker 0.036 -> 0.034, all
-    processes 0.187 -> 0.176 (runs vary by about 5 %); peak RSS +5 MB.
+    allocations). About 6 % less CPU per order (docs/performance.md#what-an-order-costs).
     """
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 20, 100)
 
 
-# How often a worker asks whether its Temporal server still answers (a gRPC health check;
-# measured, 1000 in a row: 0.4 ms of the worker's CPU and 0.5 ms of the server's each, so under
-# 0.1 % of a core at one a second), and how long one check may take. A server that went away
-# refuses at once; the longer timeout keeps a busy second on a loaded machine from counting.
+# How often a worker asks whether its Temporal server still answers (a gRPC health check, under
+# 0.1 % of a core at one a second: docs/performance.md#measurements-behind-the-code), and how long one check may take. A server
+# that went away refuses at once; the longer timeout keeps a busy second on a loaded machine from counting.
 SERVER_CHECK_SECONDS = 1.0
 SERVER_CHECK_TIMEOUT = timedelta(seconds=3)
 
@@ -164,9 +161,8 @@ async def _server_answers(client) -> tuple[bool, str]:
 async def _report_server_outages(client, address: str) -> None:
     """One log line when the Temporal server stops answering, one when it answers again.
 
-    The SDK needs no help to survive an outage: its pollers retry on their own (temporalio 1.35,
-    measured: a worker outlived a 75 s outage of the dev server and polled again about 5 s after
-    it was back). But it says nothing while it retries (config.core_log_level keeps the core's
+    The SDK needs no help to survive an outage: its pollers retry on their own
+    (docs/performance.md#measurements-behind-the-code). But it says nothing while it retries (config.core_log_level keeps the core's
     per-poll warnings out), so without these lines a worker cut off from its server looks idle.
     """
     down_since: float | None = None

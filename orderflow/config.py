@@ -167,9 +167,8 @@ class Settings:
     shipping_task_queue: str = SHIPPING_TASK_QUEUE
     api_token: str | None = field(default=None, repr=False)
     log_level: str = "INFO"
-    # Load shedding: orders in flight (started, not yet ended) beyond which the API answers 429.
-    # Measured on 2 cores (README "Load shedding"): the stack finishes ~11.5 orders/s whatever
-    # the limit; at 24 orders/s offered, 25 kept admitted orders at p99 4.4 s (40: 6.7 s). 0: no limit.
+    # Load shedding: orders in flight (started, not yet ended) beyond which the API answers 429;
+    # 0: no limit. Why 25: docs/performance.md#the-load-shedding-limit.
     max_in_flight: int = 25
     metrics_address: str | None = None  # host:port for the SDK's Prometheus endpoint; None = off
     # Payload encryption (orderflow/codec.py): (key id, 32-byte key) pairs, the current key first;

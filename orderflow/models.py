@@ -5,7 +5,7 @@ side effects and heavy imports.
 """
 
 # No ``from __future__ import annotations`` here: the data converter calls get_type_hints()
-# on every decode, and string annotations made it re-evaluate them each time (py-spy).
+# on every decode, and string annotations would be evaluated again each time (docs/performance.md#measurements-behind-the-code).
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -101,7 +101,7 @@ def default_items() -> list[Item]:
 
 @dataclass
 class StepPolicy:
-    """How each flaky step is run and retried; chosen from measurements (see README).
+    """How each flaky step is run and retried; chosen from measurements (docs/performance.md).
 
     Each step is ONE activity call with a RetryPolicy: the SDK core retries the attempts
     (start-to-close ``attempt_timeout_seconds`` each) inside the worker, and the activity
@@ -112,10 +112,9 @@ class StepPolicy:
     local_activities: bool = True
     attempt_timeout_seconds: float = 0.15
     # Failures are retried after 10, 15, 22, 34, then 50 ms. Every retry stays inside the worker,
-    # in the same workflow task (the backoffs are far below the core's local retry threshold):
-    # measured at 8 orders/s, handing the retries of the 6th attempt on to timers cost 20 % more
-    # CPU per order and raised p99 from 3.7 s to 10.8 s. The price: a query, signal or Update that
-    # arrives while a step retries waits for the step's end (see README "Meeting 15 seconds").
+    # in the same workflow task (the backoffs are far below the core's local retry threshold), which
+    # is cheaper and faster than server timers (docs/performance.md#figures-that-depend-on-the-step-model).
+    # The price: a signal or Update that arrives while a step retries waits for the step's end.
     retry_initial_seconds: float = 0.01
     retry_max_seconds: float = 0.05
     retry_backoff: float = 1.5

@@ -27,7 +27,7 @@ STICKY_TIMEOUT = timedelta(seconds=1)
 #   notebook 06): it re-imports the workflow modules and refuses non-deterministic calls
 #   (clocks, random, I/O), so a workflow that used one fails its replay test.
 # - The workers run the same code unsandboxed: re-importing the modules for every workflow run
-#   was 9-15 % of each worker's CPU (py-spy, 200 orders). ORDERFLOW_WORKFLOW_SANDBOX=1 turns
+#   costs CPU (docs/performance.md#what-an-order-costs). ORDERFLOW_WORKFLOW_SANDBOX=1 turns
 #   the sandbox back on in the workers too.
 WORKFLOW_RUNNER = SandboxedWorkflowRunner(
     restrictions=SandboxRestrictions.default.with_passthrough_modules("orderflow.models")
@@ -45,8 +45,8 @@ def worker_runner() -> WorkflowRunner:
 def compile_workflow_modules() -> None:
     """Write .pyc files for the modules the sandbox re-imports for every workflow run.
 
-    With PYTHONDONTWRITEBYTECODE set (as on our machines) each run would otherwise
-    compile them from source again: about a fifth of the worker's CPU under load.
+    With PYTHONDONTWRITEBYTECODE set each run would otherwise compile them from source again
+    (docs/performance.md#measurements-behind-the-code).
     """
     for module in (workflows_package, models):
         try:

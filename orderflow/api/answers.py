@@ -19,11 +19,10 @@ from orderflow.config import Settings
 from orderflow.db.repository import Repository
 from orderflow.errors import InvalidOrder, OrderNotFound
 
-COMMAND_TIMEOUT = (
-    25.0  # accepted within 10 s (order_client.ACCEPT_TIMEOUT), then the outcome, inside the order's budget
-)
-# Longer than the SDK's own retries of an unreachable server (about 10 s, measured), so a
-# start against a Temporal that is down ends as an unambiguous "not started" 503.
+# Accepted within 10 s (order_client.ACCEPT_TIMEOUT), then the outcome, inside the order's budget.
+COMMAND_TIMEOUT = 25.0
+# Longer than the SDK's own retries of an unreachable server (about 10 s: docs/performance.md#measurements-behind-the-code),
+# so a start against a Temporal that is down ends as an unambiguous "not started" 503.
 START_TIMEOUT = 12.0
 
 

@@ -51,9 +51,8 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 def machine_reference() -> float:
     """CPU-seconds of a fixed pure-Python workload (best of three), taken before a run.
 
-    CPU per order depends on the machine as much as on the code: two sessions' 2-core machines
-    gave 0.14-0.17 and 0.20-0.22 CPU-s/order for the same commit (the Go dev server's share
-    moved as much as the Python workers'). Quote this figure with CPU numbers to compare them.
+    CPU per order depends on the machine as much as on the code
+    (docs/performance.md#how-the-figures-were-measured): quote this figure with CPU numbers to compare them.
     """
     best = float("inf")
     for _ in range(3):

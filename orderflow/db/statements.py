@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 
 # Statements are built once per dialect and table: a step attempt runs several, and building
-# them per call cost a measurable share of the workers' CPU (docs/performance.md#what-made-it-faster).
+# them per call cost a measurable share of the workers' CPU (docs/performance.md#what-an-order-costs).
 @functools.cache
 def _insert_ignore_statement(dialect: str, table: sa.Table) -> sa.Insert:
     if dialect == "sqlite":

@@ -17,13 +17,11 @@ from orderflow.devstack.processes import die_with_parent, free_port, port_open, 
 # The dev server's dynamic config (``--dynamic-config-value KEY=VALUE``, values in YAML/JSON);
 # deploy/temporal/dynamicconfig.yaml holds the same for the compose server (test_compose checks).
 DEV_SERVER_CONFIG = {
-    # Without this, the dev server waits about a second before every activity retry and timer
-    # (measured; see README "Meeting 15 seconds"). 1 ms lets short timers fire on time.
+    # Without this, the dev server waits about a second before every activity retry and timer;
+    # 1 ms lets short timers fire on time (docs/performance.md#the-dev-servers-timers).
     "history.timerProcessorMaxTimeShift": '"1ms"',
     # One partition per task queue instead of four: one matching service gains nothing from four,
-    # and polls stop being forwarded between partitions. Dev server CPU per order, alternating
-    # runs of `orderflow bench --api`: at 6/s 0.087-0.098 -> 0.072-0.082 (5 runs each, a noisy
-    # hour); at 8/s 0.063-0.065 -> 0.058-0.064 (2 vs 4 runs, within the noise). Small, never worse.
+    # and polls stop being forwarded between partitions (docs/performance.md#what-an-order-costs).
     "matching.numTaskqueueReadPartitions": "1",
     "matching.numTaskqueueWritePartitions": "1",
 }
@@ -33,9 +31,9 @@ def dynamic_config_args() -> list[str]:
     return [arg for key, value in DEV_SERVER_CONFIG.items() for arg in ("--dynamic-config-value", f"{key}={value}")]
 
 
-# A file-backed dev server writes every workflow task to SQLite. With its default rollback
-# journal that cost MEASURED_PRAGMA_NOTE; WAL with synchronous=NORMAL (durable across a process
-# crash, not across a power cut: the embedded default promises no more, see README) is cheaper.
+# A file-backed dev server writes every workflow task to SQLite: WAL with synchronous=NORMAL is
+# cheaper than its default rollback journal (docs/performance.md#what-an-order-costs), and durable
+# across a process crash, not across a power cut (the embedded default promises no more).
 SQLITE_PRAGMAS = ("--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal")
 
 

@@ -161,9 +161,8 @@ class KernelStack:
         for proc in self.processes:
             proc.terminate()
         # The SDK core leaves the start-to-close timer of a local activity's earlier attempt
-        # running when it retries (it is replaced, not aborted); one that fires after the worker
-        # shut down panics a core thread, which prints a Rust backtrace under this cell (seen in
-        # 1 of 6 stops right after a batch, 0 of 8 with this wait). Let them expire first.
+        # running when it retries; one that fires after the worker shut down panics a core thread
+        # and prints a Rust backtrace under this cell. Let them expire first (docs/performance.md#measurements-behind-the-code).
         await asyncio.sleep(QUIET_BEFORE_SHUTDOWN)
         await self.workers.stop()
         for proc in self.processes:

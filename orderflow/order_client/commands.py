@@ -201,8 +201,8 @@ async def approve(client: Client, order_id: str) -> str:
 async def wait_for_review(client: Client, order_id: str) -> OrderState:
     """A reviewer's long poll: the order's state once it awaits review or has moved past it.
 
-    One Update instead of a status query every fraction of a second (measured: polling /status
-    every 0.2 s was a fifth of an order's CPU across API, server and worker).
+    One Update instead of a status query every fraction of a second
+    (docs/performance.md#what-an-order-costs).
     """
     return await _update(client, order_id, Update.WAIT_FOR_REVIEW, result_type=OrderState)
 

@@ -57,6 +57,8 @@ class Gate:
         if not self.closed:
             return
         if not after_history_event:
+            # workflow.sleep: a durable timer (TimerStarted, then TimerFired in the history); here
+            # its event is the point where live and replayed runs line up again.
             await workflow.sleep(GATE_TIMER, summary="between steps: let messages in")
         self.closed = False
         self.drain()

@@ -55,7 +55,7 @@ CHILD_GRACE = timedelta(seconds=1)
 # It came in as workflow.patched("close-uncharged-payment") and is deprecated now (2026-11-26):
 # called right after a step's result, patched() was answered differently live and on replay when
 # the SDK core recorded that result one workflow task before the workflow saw it (a query forced
-# the task to complete; README "Limits", "Two SDK core defects"). deprecate_patch() takes no branch, so it
+# the task to complete; docs/reliability.md#the-sdk-core-defects-reproduced). deprecate_patch() takes no branch, so it
 # cannot disagree. Histories with the marker still replay; review_timeout.json, the one recorded
 # before the patch, was re-recorded: an order lives 15 s at most, so no running order predates it.
 CLOSE_UNCHARGED_PAYMENT = "close-uncharged-payment"
@@ -79,8 +79,13 @@ def _refuse_if(refusal: str | None, gate_refusal: str | None) -> None:
         raise ApplicationError(gate_refusal, type="Busy", non_retryable=True)
 
 
+# @workflow.defn makes the class a workflow type. Its name is what every history records and what a
+# worker matches a task to, so it never changes (models.ORDER_WORKFLOW); the code behind it may,
+# as long as it replays the histories already recorded (tests/test_replay.py).
 @workflow.defn(name=ORDER_WORKFLOW)
 class OrderWorkflow:
+    # @workflow.init: __init__ gets the run's input before anything else runs, so the signal and
+    # Update handlers below find the order's state even when a message arrives with the first task.
     @workflow.init
     def __init__(self, req: OrderRequest) -> None:
         self.req = req
@@ -113,6 +118,8 @@ class OrderWorkflow:
         self.child_address = ""
 
     # -- the lifecycle ----------------------------------------------------------------
+    # @workflow.run: the workflow's main coroutine. Its return value is the order's result, kept
+    # in the history's close event (the API reads an ended order from there, with no worker).
     @workflow.run
     async def run(self, req: OrderRequest) -> OrderResult:
         lifecycle = asyncio.create_task(self._lifecycle())
@@ -205,6 +212,9 @@ class OrderWorkflow:
             review_deadline = min(review_deadline, now + timedelta(seconds=self.req.review_timeout_seconds))
         self.review_deadline = review_deadline.isoformat()
         try:
+            # wait_condition: sleeps until the predicate holds; it is checked again after every
+            # event (a signal or Update applied). The timeout is a durable timer in the history, so
+            # the review deadline holds across worker restarts.
             await workflow.wait_condition(
                 lambda: self.approved or self.cancel_requested,
                 timeout=max(review_deadline - now, timedelta(milliseconds=1)),
@@ -255,6 +265,8 @@ class OrderWorkflow:
         info = workflow.info()
         child_id = f"{info.workflow_id}-shipping-{shipment_no}"
         self.child_address = self.address  # what the shipment has been told
+        # A child workflow: the shipment runs with a history of its own, on the shipping task queue
+        # (its own workers). Starting it returns a handle to signal it and, later, await its result.
         child = await workflow.start_child_workflow(
             ShippingWorkflow.run,
             ShippingRequest(
@@ -300,6 +312,7 @@ class OrderWorkflow:
 
     async def _tell_child(self, child: workflow.ChildWorkflowHandle, signal: str, *args: str) -> None:
         try:
+            # A signal to the child: a command in this history, an event in the child's.
             await child.signal(signal, args=list(args))
         except FailureError as err:  # the child closed meanwhile: its result says what happened
             self.trail.record("signal_to_shipment_failed", "shipping", signal=signal, error=str(err))
@@ -336,6 +349,8 @@ class OrderWorkflow:
         """Compensate: refund whatever may have been charged (shipping has stopped), then end."""
         self.reason = reason
         if self.payment == PaymentState.NONE:
+            # Versioning: patched(id) let new code branch while old histories replayed the old
+            # path; deprecate_patch(id) says every running order has the new path (CLOSE_UNCHARGED_PAYMENT).
             workflow.deprecate_patch(CLOSE_UNCHARGED_PAYMENT)
             # History says nothing was charged, but a discarded workflow task may have charged
             # (found by the soak: the approval that led to a charge was lost in a server restart,
@@ -383,6 +398,7 @@ class OrderWorkflow:
         events exactly as this run recorded them. It is the run's last database write; a signal
         that arrives while it runs makes the server refuse the completion, and the re-run of this
         task writes again, with that signal's event in the list."""
+        # Every signal and Update handler has returned: none is cut off when the run completes.
         await workflow.wait_condition(workflow.all_handlers_finished)
         self.steps.gate.drain()  # signals that came during the last steps: recorded as too late
         self.closing = True
@@ -462,6 +478,8 @@ class OrderWorkflow:
         self._record(Signal.UPDATE_ADDRESS, True, new_address)
 
     # The signals: held while a step runs; then the rule, and the effect or a recorded refusal.
+    # @workflow.signal: a one-way message. The sender gets no answer, and the handler may only
+    # change the workflow's state: a signal is recorded in the history and replayed with it.
     @workflow.signal(name=Signal.APPROVE)
     def approve_signal(self) -> None:
         self.steps.gate.hold_or_apply(lambda: self._apply(Signal.APPROVE, self._approve_refusal(), self._approve))
@@ -495,12 +513,15 @@ class OrderWorkflow:
         self.trail.record("dispatch_failed", "shipping", len(self.dispatch_failures), reason=reason)
 
     # The Updates. Each validator applies the command's rule, then the gate's.
+    # @workflow.update: a message with an answer. Its validator runs first, may not change state,
+    # and can refuse the Update before anything is written to the history; once accepted, the
+    # handler runs and its return value (or error) is the caller's answer.
     @workflow.update(name=Update.APPROVE)
     def approve(self) -> str:
         self._approve()
         return "approved"
 
-    @approve.validator
+    @approve.validator  # refuses before acceptance: a refused Update leaves no history event
     def validate_approve(self) -> None:
         _refuse_if(self._approve_refusal(), self.steps.gate.refusal())
 
@@ -556,6 +577,8 @@ class OrderWorkflow:
     def validate_wait_for_review(self) -> None:
         _refuse_if(None, self.steps.gate.refusal())
 
+    # @workflow.query: a read of the current state, answered by a worker (replaying if it must).
+    # It changes nothing and adds no history event.
     @workflow.query(name="status")
     def status(self) -> OrderStatus:
         steps = {**self.steps.stats, **self.shipping_steps}

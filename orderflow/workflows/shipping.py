@@ -24,9 +24,10 @@ with workflow.unsafe.imports_passed_through():
     from orderflow.activities import ShippingActivities
 
 
+# The child workflow type: started by OrderWorkflow on the shipping task queue, one per shipment.
 @workflow.defn(name=SHIPPING_WORKFLOW)
 class ShippingWorkflow:
-    @workflow.init
+    @workflow.init  # the input is here before any handler runs (the parent may signal at once)
     def __init__(self, req: ShippingRequest) -> None:
         self.req = req
         self.address = req.address
@@ -36,7 +37,7 @@ class ShippingWorkflow:
         self.steps = StepRunner(req.policy, self.trail)
         self.step = "prepare"  # what status() says the shipment is doing
 
-    @workflow.run
+    @workflow.run  # the result goes back to the parent, which awaits the child's handle
     async def run(self, req: ShippingRequest) -> ShippingResult:
         # A cancellation through Temporal (the Web UI, the CLI) is held like a signal: the body is
         # shielded from it, so it never interrupts a step (see gate.Gate).
@@ -94,6 +95,7 @@ class ShippingWorkflow:
         return self._result(dispatched=False, reason="cancelled")
 
     async def _tell_parent(self, reason: str) -> None:
+        # An external workflow handle: any workflow can signal another by its id (here the parent).
         parent = workflow.get_external_workflow_handle(self.req.parent_workflow_id)
         try:
             await parent.signal(Signal.DISPATCH_FAILED, reason)
@@ -122,6 +124,7 @@ class ShippingWorkflow:
         )
 
     # -- messages from the parent: held while a step runs (gate.Gate) ----------------------
+    # Signals: one-way messages, recorded in this history; the handlers only change state.
     @workflow.signal(name=Signal.UPDATE_ADDRESS)
     def update_address(self, new_address: str) -> None:
         """Reaches the dispatch step if it has not begun."""
@@ -142,7 +145,7 @@ class ShippingWorkflow:
     def _cancel(self) -> None:
         self.cancel_requested = True
 
-    @workflow.query(name="status")
+    @workflow.query(name="status")  # read-only: the Web UI and the CLI can ask a shipment where it is
     def status(self) -> dict:
         return {
             "order_id": self.req.order_id,

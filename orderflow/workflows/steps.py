@@ -37,7 +37,8 @@ with workflow.unsafe.imports_passed_through():
     from orderflow.activities import ProgressActivities
 
 RECENT_ERRORS = 10
-# Bookkeeping (database only, never flaky) retries until the database answers.
+# Bookkeeping (database only, never flaky) retries until the database answers. A RetryPolicy tells
+# the SDK how to retry a failed activity attempt: first pause, growth, longest pause, attempts.
 BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=50), maximum_interval=timedelta(seconds=1))
 BOOKKEEPING_TIMEOUT = timedelta(seconds=5)
 
@@ -111,6 +112,7 @@ class StepRunner:
         self.errors: list[str] = []
 
     def retry_policy(self, max_attempts: int = 0) -> RetryPolicy:
+        """A step's retries: short backoffs (models.StepPolicy), and 0 attempts = until the deadline."""
         p = self.policy
         return RetryPolicy(
             initial_interval=timedelta(seconds=p.retry_initial_seconds),
@@ -142,6 +144,10 @@ class StepRunner:
             options["schedule_to_close_timeout"] = left
         self.gate.close()
         try:
+            # A local activity runs in this worker's process, its attempts retried by the SDK core
+            # with one marker event per step instead of events per attempt
+            # (docs/performance.md#figures-that-depend-on-the-step-model). The regular activity,
+            # scheduled through the server, is the baseline the benchmark compares with.
             if self.policy.local_activities:
                 result: StepResult = await workflow.execute_local_activity_method(activity, req, **options)
             else:
