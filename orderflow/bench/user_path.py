@@ -79,7 +79,7 @@ class ApiReport:
     cpu_seconds_per_order: dict[str, float]
     peak_rss_mb: dict[str, float]
     history_events_per_order: dict[str, float]
-    machine_reference_cpu_s: float  # bench.machine_reference(): CPU figures scale with it
+    machine_reference_cpu_s: float  # bench.common.machine_reference(): CPU figures scale with it
     replay: dict
     invariant_violations: list[str]
     notes: list[str] = field(default_factory=list)
@@ -259,7 +259,7 @@ def render_api(report: ApiReport, budget: float) -> str:
             f"throughput: {report.throughput_per_s} admitted orders/s over {report.wall_seconds} s",
             "CPU-seconds per order: " + ", ".join(f"{k} {v}" for k, v in report.cpu_seconds_per_order.items()),
             f"machine reference: {report.machine_reference_cpu_s} CPU-s for a fixed Python loop "
-            "(CPU figures scale with it; see bench.machine_reference)",
+            "(CPU figures scale with it; see bench.common.machine_reference)",
             "history events per order: " + ", ".join(f"{k} {v}" for k, v in report.history_events_per_order.items()),
             f"replay: {report.replay['failures']} failures in {report.replay['histories']} histories",
             invariants_line(report.invariant_violations),
