@@ -22,12 +22,16 @@ from orderflow.notebook.history import history_frame
 from orderflow.notebook.plots import plot_durations, plot_timeline
 from orderflow.notebook.render import STEP_ORDER, Reply, render_replies, render_status, review_deadline
 from orderflow.notebook.replay_lesson import ReorderedOrderWorkflow
-from orderflow.notebook.source import SourceView, show_source
-from orderflow.notebook.stack import KernelStack, StackError, new_id, start_stack
-from orderflow.notebook.strip import main, strip_notebook, stripped
+from orderflow.notebook.source import PACKAGE_ROOT, SourceView, show_source
+from orderflow.notebook.stack import QUIET_BEFORE_SHUTDOWN, TEMPORAL_ENV, KernelStack, StackError, new_id, start_stack
+from orderflow.notebook.strip import KEPT_CELL_METADATA, main, strip_notebook, stripped
 
 __all__ = [
     "FAULTS",
+    "KEPT_CELL_METADATA",
+    "PACKAGE_ROOT",
+    "QUIET_BEFORE_SHUTDOWN",
+    "TEMPORAL_ENV",
     "STEP_ORDER",
     "FaultCounter",
     "KernelStack",
