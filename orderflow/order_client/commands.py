@@ -57,6 +57,8 @@ def check_order(req: OrderRequest) -> None:
 
 
 def _start_options(req: OrderRequest, settings: Settings) -> dict[str, Any]:
+    # The workflow id is the order's id: Temporal allows one execution per id, and REJECT_DUPLICATE
+    # keeps an id from being used again even after its order ended.
     return dict(
         id=order_workflow_id(req.order_id),
         task_queue=settings.orders_task_queue,
@@ -113,6 +115,8 @@ async def _start_update(handle: WorkflowHandle, name: str, args: list[Any], resu
     update_id = str(uuid.uuid4())
     while True:
         try:
+            # start_update returns once the workflow's validator accepted the Update (or raises its
+            # refusal); the outcome comes later, from the returned handle's result().
             return await handle.start_update(
                 name, args=args, id=update_id, wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=result_type
             )
