@@ -6,9 +6,9 @@ refunding it at its deadline.
 the running ``OrderWorkflow`` executions on our orders task queue. Each API process adds the
 orders it admitted itself since its last count, so a burst inside one refresh interval
 cannot slip past the limit. What the count can miss is another API process's admissions in
-the last few milliseconds (visibility lags a start by a few
-milliseconds: docs/performance.md#measurements-behind-the-code); what it may include is an order that closed a moment ago. Both errors are small
-next to a limit of tens of orders, and the second one errs on the side of refusing.
+the last few milliseconds (visibility lags a start by a few milliseconds:
+docs/performance.md#measurements-behind-the-code); what it may include is an order that closed
+a moment ago. Both errors are small next to a limit of tens of orders, and the second one errs on the side of refusing.
 """
 
 from __future__ import annotations

@@ -144,8 +144,9 @@ def tune_gc() -> None:
 
 
 # How often a worker asks whether its Temporal server still answers (a gRPC health check, under
-# 0.1 % of a core at one a second: docs/performance.md#measurements-behind-the-code), and how long one check may take. A server
-# that went away refuses at once; the longer timeout keeps a busy second on a loaded machine from counting.
+# 0.1 % of a core at one a second: docs/performance.md#measurements-behind-the-code), and how long
+# one check may take. A server that went away refuses at once; the longer timeout keeps a busy
+# second on a loaded machine from counting.
 SERVER_CHECK_SECONDS = 1.0
 SERVER_CHECK_TIMEOUT = timedelta(seconds=3)
 
@@ -162,8 +163,9 @@ async def _report_server_outages(client, address: str) -> None:
     """One log line when the Temporal server stops answering, one when it answers again.
 
     The SDK needs no help to survive an outage: its pollers retry on their own
-    (docs/performance.md#measurements-behind-the-code). But it says nothing while it retries (config.core_log_level keeps the core's
-    per-poll warnings out), so without these lines a worker cut off from its server looks idle.
+    (docs/performance.md#measurements-behind-the-code). But it says nothing while it retries
+    (config.core_log_level keeps the core's per-poll warnings out), so without these lines a
+    worker cut off from its server looks idle.
     """
     down_since: float | None = None
     while True:

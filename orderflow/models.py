@@ -5,7 +5,8 @@ side effects and heavy imports.
 """
 
 # No ``from __future__ import annotations`` here: the data converter calls get_type_hints()
-# on every decode, and string annotations would be evaluated again each time (docs/performance.md#measurements-behind-the-code).
+# on every decode, and string annotations would be evaluated again each time
+# (docs/performance.md#measurements-behind-the-code).
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any

@@ -21,8 +21,9 @@ from orderflow.errors import InvalidOrder, OrderNotFound
 
 # Accepted within 10 s (order_client.ACCEPT_TIMEOUT), then the outcome, inside the order's budget.
 COMMAND_TIMEOUT = 25.0
-# Longer than the SDK's own retries of an unreachable server (about 10 s: docs/performance.md#measurements-behind-the-code),
-# so a start against a Temporal that is down ends as an unambiguous "not started" 503.
+# Longer than the SDK's own retries of an unreachable server (about 10 s:
+# docs/performance.md#measurements-behind-the-code), so a start against a Temporal that is down
+# ends as an unambiguous "not started" 503.
 START_TIMEOUT = 12.0
 
 

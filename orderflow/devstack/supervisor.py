@@ -27,8 +27,9 @@ STABLE_SECONDS = 10.0  # ran this long before dying: a healthy run, so restart i
 RESTART_PAUSES = (0.0, 1.0, 2.0)  # before the 1st, 2nd, 3rd restart in a row of quick deaths; a 4th gives up
 
 # Shutdown (``ProcessStack.stop``): everything gone within 3 s of Ctrl-C, however stuck a child is
-# (how long each takes after SIGTERM: docs/performance.md#measurements-behind-the-code). The server is told last, after the
-# workers or WORKERS_GRACE, whichever comes first, because a stopping worker still talks to it.
+# (how long each takes after SIGTERM: docs/performance.md#measurements-behind-the-code). The
+# server is told last, after the workers or WORKERS_GRACE, whichever comes first, because a
+# stopping worker still talks to it.
 WORKERS_GRACE = 0.5
 STOP_DEADLINE = 2.0  # then whatever still runs is SIGKILLed (the SQLite file survives that: WAL, see above)
 

@@ -162,7 +162,8 @@ class KernelStack:
             proc.terminate()
         # The SDK core leaves the start-to-close timer of a local activity's earlier attempt
         # running when it retries; one that fires after the worker shut down panics a core thread
-        # and prints a Rust backtrace under this cell. Let them expire first (docs/performance.md#measurements-behind-the-code).
+        # and prints a Rust backtrace under this cell. Let them expire first
+        # (docs/performance.md#measurements-behind-the-code).
         await asyncio.sleep(QUIET_BEFORE_SHUTDOWN)
         await self.workers.stop()
         for proc in self.processes:
