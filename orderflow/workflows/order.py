@@ -415,7 +415,9 @@ class OrderWorkflow:
     def _approve_refusal(self) -> str | None:
         if self.reason is not None:  # compensation has begun (the review deadline passed, a step failed)
             return self._too_late()
-        if self.state != OrderState.AWAITING_REVIEW:
+        # Validated is awaiting review as the database has it (the step persists that state):
+        # an approval then is held or answered Busy until the review opens a moment later.
+        if self.state not in (OrderState.VALIDATED, OrderState.AWAITING_REVIEW):
             return f"order is not awaiting review (state {self.state.value})"
         if self.approved or self.cancel_requested:
             return "order was already approved" if self.approved else "order is being cancelled"
