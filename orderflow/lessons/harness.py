@@ -6,8 +6,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -109,3 +110,37 @@ def quiet_exercise_failures() -> None:
 
 
 quiet_exercise_failures()
+
+
+@contextlib.contextmanager
+def quiet_worker_logs() -> Iterator[None]:
+    """Within the block, what the SDK's worker loggers report (a replay that fails on purpose) is
+    the check's finding, reported in its verdict: not printed under the cell."""
+
+    def hold(record: logging.LogRecord) -> bool:
+        return False
+
+    loggers = [logging.getLogger("temporalio.worker")] + [
+        logging.getLogger(name)
+        for name in list(logging.Logger.manager.loggerDict)
+        if name.startswith("temporalio.worker")
+    ]
+    for each in loggers:
+        each.addFilter(hold)
+    try:
+        yield
+    finally:
+        for each in loggers:
+            each.removeFilter(hold)
+
+
+_NDE = re.compile(r"[Nn]ondeterminism error:\s*(.+?)(?:\\?\"|, cause|\n|$)")
+
+
+def nondeterminism_reason(err: BaseException) -> str:
+    """The one sentence of a nondeterminism error that says what differs (not a 300-character dump)."""
+    text = str(err)
+    match = _NDE.search(text)
+    reason = match.group(1) if match else " ".join(text.split())
+    reason = reason.strip().rstrip(".")
+    return reason if len(reason) <= 240 else reason[:239] + "…"
