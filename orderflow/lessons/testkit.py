@@ -8,8 +8,10 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from temporalio import activity, workflow
 from temporalio.client import Client, WorkflowHistory
@@ -96,7 +98,7 @@ async def record_progress(rec: ProgressRecord) -> int:
     return len(rec.events)
 
 
-STAND_INS = [
+STAND_INS: list[Callable[..., Any]] = [
     receive_order,
     validate_order,
     charge_payment,

@@ -40,11 +40,11 @@ async def check_refunds(stack, ns: dict) -> Verdict:
     refunds = learner(ns, "refunds", "a function of the payments DataFrame")
     if not callable(refunds):
         raise Wrong(f"`refunds` should be a function taking the payments DataFrame; it is a {type(refunds).__name__}.")
+    if refunds(stack.payments()) is None:  # before placing orders: an untouched starter is said at once
+        raise NotDone("refunds(payments) returned None: it still has the `...`; return a Series.")
     placed, _ = await asyncio.gather(_an_order(stack, PO_BOX), _an_order(stack, STREET))  # one refund at least
     payments = stack.payments()
     answer = refunds(payments.copy())
-    if answer is None:
-        raise NotDone("refunds(payments) returned None: it still has the `...`; return a Series.")
     if isinstance(answer, pd.DataFrame) and answer.shape[1] == 1:
         answer = answer.iloc[:, 0]
     if not isinstance(answer, pd.Series):
