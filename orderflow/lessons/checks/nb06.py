@@ -6,6 +6,7 @@ from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError
 
 from orderflow.lessons import harness
+from orderflow.lessons._compat import order_client
 from orderflow.lessons.exercise import NotDone, Verdict, Wrong, exercise, learner, one_line
 from orderflow.lessons.playground import ShipmentV1, insure, pack, ship
 
@@ -26,7 +27,10 @@ async def check_patched(stack, ns: dict) -> Verdict:
     v2 = learner(ns, "ShipmentV2", "the changed workflow class")
     old = await _history(stack, ShipmentV1, [pack, ship], "old-order")  # a shipment that ran on today's code
     replayer = Replayer(
-        workflows=[v2], workflow_runner=UnsandboxedWorkflowRunner(), data_converter=stack.client.data_converter
+        workflows=[v2],
+        workflow_runner=UnsandboxedWorkflowRunner(),
+        data_converter=stack.client.data_converter,
+        runtime=order_client.runtime(),  # the core's own log lines limited to errors, as in the workers
     )
     with harness.quiet_worker_logs():
         replay = await replayer.replay_workflow(old, raise_on_replay_failure=False)
