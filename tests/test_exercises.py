@@ -233,3 +233,30 @@ def test_exercise_cells_are_found_and_solutions_put_in():
             assert "..." in ex.source or "TODO" in ex.source, f"{ex.exercise_id}: the starter says what to fill in"
     executed = {"cells": [{"outputs": [{"data": {"text/plain": "exercise 01-x: passed\nPassed: fine"}}]}]}
     assert markers(executed) == {"01-x": "passed"}
+
+
+async def test_a_nondeterminism_error_is_told_in_one_sentence():
+    """The core's failure dump (300+ characters, cut at ``cause:``) becomes the sentence that says
+    what differs: what a learner reads in exercise 06's verdict and in any check's message."""
+    from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+
+    from orderflow.lessons.exercise import one_line
+    from orderflow.lessons.harness import nondeterminism_reason, quiet_worker_logs
+    from orderflow.notebook import ReorderedOrderWorkflow
+    from orderflow.workflows import ShippingWorkflow
+    from tests.helpers import HISTORIES, load_history
+
+    replayer = Replayer(
+        workflows=[ReorderedOrderWorkflow, ShippingWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
+    )
+    with quiet_worker_logs():
+        replay = await replayer.replay_workflow(
+            load_history(HISTORIES / "happy_path.json"), raise_on_replay_failure=False
+        )
+    sentence = (
+        "Activity type of recorded marker 'ReceiveOrder' does not match activity type of local activity command "
+        "'ValidateOrder'"
+    )
+    assert len(str(replay.replay_failure)) > 300
+    assert nondeterminism_reason(replay.replay_failure) == sentence
+    assert one_line(replay.replay_failure) == f"NondeterminismError: {sentence}"

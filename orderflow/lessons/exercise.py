@@ -20,6 +20,7 @@ import html
 import importlib
 import io
 import pkgutil
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ OUTCOMES: tuple[Outcome, ...] = ("passed", "not-done", "wrong")
 CHECK_TIMEOUT = 60.0  # seconds a whole check may take, unless the exercise says otherwise
 SOLUTIONS = Path(__file__).resolve().parents[2] / "notebooks" / "solutions"
 MARKER = "exercise {id}: {outcome}"  # tests read this line from a cell's outputs
+NONDETERMINISM = re.compile(r"[Nn]ondeterminism error:\s*(.+?)(?:\\?\"|, cause|\n|$)")
 
 _STYLE: dict[str, tuple[str, str, str]] = {  # outcome -> (title, border colour, background)
     "passed": ("Passed", "#1a7f37", "#e9f7ec"),
@@ -166,6 +168,9 @@ def one_line(err: BaseException, limit: int = 300) -> str:
             break
         inner = nxt
     text = str(inner).strip().splitlines()[0] if str(inner).strip() else ""
+    nondeterminism = NONDETERMINISM.search(text)
+    if nondeterminism:  # the core's failure dump: only its sentence that says what differs
+        text = nondeterminism.group(1).strip().rstrip(".")
     text = " ".join(text.split())
     if len(text) > limit:
         text = text[: limit - 1] + "…"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import timedelta
@@ -14,6 +13,8 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+from orderflow.lessons.exercise import NONDETERMINISM
 
 WORKFLOW_TIMEOUT = timedelta(seconds=10)  # no workflow a check starts outlives this
 
@@ -134,13 +135,10 @@ def quiet_worker_logs() -> Iterator[None]:
             each.removeFilter(hold)
 
 
-_NDE = re.compile(r"[Nn]ondeterminism error:\s*(.+?)(?:\\?\"|, cause|\n|$)")
-
-
 def nondeterminism_reason(err: BaseException) -> str:
     """The one sentence of a nondeterminism error that says what differs (not a 300-character dump)."""
     text = str(err)
-    match = _NDE.search(text)
+    match = NONDETERMINISM.search(text)
     reason = match.group(1) if match else " ".join(text.split())
     reason = reason.strip().rstrip(".")
     return reason if len(reason) <= 240 else reason[:239] + "…"
