@@ -30,8 +30,8 @@ def code_cells(path: Path, exercises: bool = True) -> list[str]:
     ]
 
 
-def test_all_eight_notebooks_exist():
-    assert len(NOTEBOOKS) == 8
+def test_all_nine_notebooks_exist():
+    assert len(NOTEBOOKS) == 9
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
