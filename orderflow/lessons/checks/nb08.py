@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dis
+import inspect
 import time
 
 from orderflow.lessons.exercise import NotDone, Verdict, Wrong, exercise, learner, one_line
@@ -40,7 +41,7 @@ async def _outcome(env, fn, workflow_class) -> tuple[BaseException | None, float
 @exercise(EXERCISE, title="A test that catches a broken review deadline", notebook="08", timeout=90)
 async def check_deadline_test(stack, ns: dict) -> Verdict:
     fn = learner(ns, "test_nobody_approves", "your test function")
-    if not asyncio.iscoroutinefunction(fn):
+    if not inspect.iscoroutinefunction(fn):
         raise Wrong("`test_nobody_approves` should be an `async def` test taking (client, task_queue).")
     env = await time_skipping_env()
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from orderflow.lessons import harness
 from orderflow.lessons.exercise import NotDone, Verdict, Wrong, exercise, learner
 from orderflow.lessons.versioning import (
@@ -21,16 +23,27 @@ EXERCISE = "09-deprecate-patch"
 
 
 def patch_markers(history) -> list[bool]:
-    """For each patch marker in ``history``: whether it was recorded as deprecated."""
+    """For each patch marker in ``history``: whether it was recorded as deprecated (the core keeps
+    the flag in the marker's details, as JSON)."""
     found = []
     for event in history.events:
         if not event.HasField("marker_recorded_event_attributes"):
             continue
         attrs = event.marker_recorded_event_attributes
-        if attrs.marker_name != "core_patch":
+        if "patch" not in attrs.marker_name:
             continue
-        deprecated = attrs.details.get("deprecated")
-        found.append(bool(deprecated and deprecated.payloads and deprecated.payloads[0].data.strip() == b"true"))
+        deprecated = False
+        for key, payloads in attrs.details.items():
+            for payload in payloads.payloads:
+                try:
+                    value = json.loads(payload.data)
+                except ValueError:
+                    continue
+                if isinstance(value, dict) and "deprecated" in value:
+                    deprecated = bool(value["deprecated"])
+                elif key == "deprecated":
+                    deprecated = bool(value)
+        found.append(deprecated)
     return found
 
 
