@@ -31,7 +31,7 @@ def code_cells(path: Path, exercises: bool = True) -> list[str]:
 
 
 def test_all_nine_notebooks_exist():
-    assert len(NOTEBOOKS) == 9
+    assert len(NOTEBOOKS) == 12
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
