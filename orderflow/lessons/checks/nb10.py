@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
 from orderflow.lessons import harness
@@ -25,6 +27,7 @@ HELD_DELIVERIES = (5, 5)  # signalled while the stocktake runs
 TAKES = 12  # take(3) at once, on a stock of SHELF_COUNT + 10 = 30: exactly 10 fit
 TAKE = 3
 LATE_DELIVERY = 4
+ANSWER_WITHIN = 12.0  # seconds the check waits for an answer of the workflow
 
 
 @exercise(EXERCISE, title="A safe Update under concurrent presses", notebook="10")
@@ -70,12 +73,14 @@ async def _drive(handle, started: asyncio.Event, release: asyncio.Event) -> dict
         await handle.signal("deliver", n)
     await asyncio.wait({during}, timeout=0.5)  # a validator answers at once; a take it lets in too
     release.set()
-    first = await asyncio.wait_for(during, 10)
+    first = await _answered(during, f"take({TAKE}) sent during the stocktake")
     if first.outcome == "accepted":
         raise Wrong(
-            f"take({TAKE}) was accepted while the stocktake ran (it answered {first.answer}). The stocktake's "
-            "result then replaces the count with what is on the shelves, and that take is lost. Your validator "
-            "must refuse while self.busy: raise ApplicationError(..., type='Busy'); the client sends it again."
+            f"take({TAKE}) was accepted while the stocktake ran (it answered {first.answer}). A handler that changes "
+            "the count then loses the take: the stocktake's result replaces the count. (One that waits for the "
+            "stocktake works here, but an Update accepted while one of the package's steps, a local activity, runs "
+            "can break replay: docs/reliability.md.) Your validator must refuse while self.busy: raise "
+            "ApplicationError(..., type='Busy'); the client sends it again."
         )
     if first.outcome == "refused" and first.kind != "Busy":
         raise Wrong(
@@ -89,15 +94,38 @@ async def _drive(handle, started: asyncio.Event, release: asyncio.Event) -> dict
     expected_open = SHELF_COUNT + sum(HELD_DELIVERIES)
     opened = await _wait_for_count(handle, expected_open)
     # Open: TAKES x take(3) at once, two takes that must be refused, all as send_update sends them.
-    presses: list[Press] = await asyncio.gather(
+    burst = asyncio.gather(
         *(press(handle, "take", TAKE, int) for _ in range(TAKES)),
         press(handle, "take", 0, int),
         press(handle, "take", -1, int),
     )
-    await handle.signal("deliver", LATE_DELIVERY)
-    await handle.signal("close")
-    result = await asyncio.wait_for(handle.result(), 10)
+    presses: list[Press] = await _answered(burst, f"{TAKES} takes at once")
+    try:
+        await handle.signal("deliver", LATE_DELIVERY)
+        await handle.signal("close")
+        result = await _answered(handle.result(), "the workflow's result after `close`")
+    except (RPCError, WorkflowFailureError) as err:
+        status = (await handle.describe()).status
+        ended = status.name.lower().replace("_", " ") if status else "ended"
+        raise Wrong(
+            f"the workflow {ended} before the check was done ({one_line(err)}). Does your code raise an exception "
+            "other than ApplicationError? That fails the workflow task, and Temporal retries it until the code is "
+            "fixed (here: until the workflow's time ran out). Refuse with ApplicationError(..., type=...) in the "
+            "validator."
+        ) from None
     return {"opened": opened, "presses": presses, "result": result, "first": first}
+
+
+async def _answered(awaitable: Any, what: str) -> Any:
+    """``awaitable``'s result, or a plain verdict if the workflow never answers."""
+    try:
+        return await asyncio.wait_for(awaitable, ANSWER_WITHIN)
+    except TimeoutError:
+        raise Wrong(
+            f"{what}: no answer within {ANSWER_WITHIN:g} s. Does your code raise an exception other than "
+            "ApplicationError? That fails the workflow task, and Temporal retries it until the code is fixed: "
+            "refuse with ApplicationError(..., type=...) in the validator."
+        ) from None
 
 
 async def _wait_for_count(handle, expected: int) -> int:
