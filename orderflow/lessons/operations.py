@@ -69,7 +69,8 @@ def pollers_frame(answer: DescribeTaskQueueResponse) -> pd.DataFrame:
     now = time.time()
     return pd.DataFrame(
         [
-            {"identity": p.identity, "last poll (s ago)": round(now - p.last_access_time.ToSeconds(), 1)}
+            # when its last poll reached the server (a long poll: it may then wait up to a minute)
+            {"identity": p.identity, "last poll began (s ago)": round(now - p.last_access_time.ToSeconds(), 1)}
             for p in answer.pollers
         ]
     )
@@ -150,7 +151,6 @@ class MeteredStack:
         for name in SCHEDULE_TO_START:
             row[f"{name}_sum"] = metric(samples, f"{name}_sum", self.queue)
             row[f"{name}_count"] = metric(samples, f"{name}_count", self.queue)
-        row["workflows completed"] = metric(samples, "temporal_workflow_completed_total")
         row["worker running"] = self.orders is not None
         return row
 
@@ -199,7 +199,7 @@ def plot_backlog(frame: pd.DataFrame, timeline: Sequence[dict[str, Any]]):
     top.step(frame["seconds"], frame["backlog (live hint)"], where="post", label="backlog_count_hint (live)")
     top.step(frame["seconds"], frame["backlog (stats)"], where="post", label="stats.approximate_backlog_count")
     top.set_ylabel("workflow tasks waiting")
-    top.legend(loc="upper left", fontsize=8)
+    top.legend(loc="center right", fontsize=8)
     bottom.plot(frame["seconds"], frame["task waited (s, mean)"], "o-", color="tab:red")
     bottom.set_ylabel("schedule-to-start (s)")
     bottom.set_xlabel("seconds")
