@@ -370,3 +370,42 @@ async def test_notebook_runs_clean_in_chromium(lab, page, name):
         await expect(cell.locator(".jp-OutputArea img").first).to_be_visible()
 
     await run_with_evidence(name, notebook, {"plot_timeline(": image, "plot_durations(": image}, page, lab)
+
+
+async def test_an_exercise_typed_in_and_checked_in_chromium(lab, page):
+    """A learner's path through an exercise: the untouched check says "Not done yet"; the learner
+    types the solution into the exercise cell, runs it and the check again, and sees "Passed";
+    the solution cell shows the solution only when its summary is clicked."""
+    from orderflow.lessons.exercise import SOLUTIONS
+
+    exercise_id = "06-patched"
+    answer = (SOLUTIONS / f"{exercise_id}.py").read_text()
+    notebook = await open_notebook(page, lab.url("06_determinism_and_replay.ipynb"))
+
+    async def learner_solves_it(check_cell: Locator) -> None:
+        verdict = check_cell.locator(".orderflow-verdict")
+        await expect(verdict).to_contain_text("Not done yet", timeout=60_000)
+        await expect(verdict).to_contain_text("not insured")  # it says what is missing
+        exercise_cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has_text="class ShipmentV2").first
+        await exercise_cell.evaluate("e => e.scrollIntoView({block: 'center'})")
+        await exercise_cell.locator(".jp-InputArea-editor .cm-content").click()
+        await page.keyboard.press("Control+A")
+        await page.keyboard.insert_text(answer)  # as pasted: the editor's auto-indent leaves it as is
+        await expect(exercise_cell.locator(".jp-InputArea-editor")).to_contain_text('workflow.patched("insure")')
+        await page.keyboard.press("Shift+Enter")  # runs the exercise cell, selects the check cell
+        await page.keyboard.press("Shift+Enter")  # runs the check again
+        await expect(verdict).to_contain_text("Passed", timeout=60_000)
+        await expect(verdict).to_contain_text("pack, insure, ship")
+        errors = check_cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        assert await errors.count() == 0
+
+    async def solution_folded(cell: Locator) -> None:
+        details = cell.locator("details.orderflow-solution")
+        await expect(details.locator("summary")).to_have_text("Show the solution")
+        await expect(details.locator("pre")).to_be_hidden()
+        await details.locator("summary").click()
+        await expect(details.locator("pre")).to_be_visible()
+        await expect(details).to_contain_text("workflow.patched")
+
+    checks = {f'await check("{exercise_id}")': learner_solves_it, f'solution("{exercise_id}")': solution_folded}
+    await run_with_evidence("exercise", notebook, checks, page, lab)
