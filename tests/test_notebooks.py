@@ -30,7 +30,7 @@ def code_cells(path: Path, exercises: bool = True) -> list[str]:
     ]
 
 
-def test_all_nine_notebooks_exist():
+def test_all_twelve_notebooks_exist():
     assert len(NOTEBOOKS) == 12
 
 
