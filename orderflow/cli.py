@@ -171,32 +171,24 @@ async def _report_server_outages(client, address: str) -> None:
     per-poll warnings out), so without these lines a worker cut off from its server looks idle.
     """
     down_since: float | None = None
-    first_miss: float | None = None
     while True:
         await asyncio.sleep(SERVER_CHECK_SECONDS)
         asked = time.monotonic()
         answered, error = await _server_answers(client)
-        if answered:
-            first_miss = None
-            if down_since is not None:
-                log.info(
-                    f"Temporal server at {address} answers again; the worker's polls resume on their own",
-                    extra={
-                        "orderflow": {
-                            "event": "temporal_back",
-                            "down_seconds": round(time.monotonic() - down_since, 1),
-                        }
-                    },
-                )
-                down_since = None
-        elif first_miss is None:
-            first_miss = asked  # one slow answer is a busy server (seen under load), not an outage
-        elif down_since is None:  # the second miss in a row; said once per outage, however long
-            down_since = first_miss
+        if not answered and down_since is None:  # said once per outage, however long it lasts
+            down_since = asked
             log.warning(
                 f"Temporal server at {address} went away; the worker keeps retrying and resumes when it is back",
                 extra={"orderflow": {"event": "temporal_away", "error": error}},
             )
+        elif answered and down_since is not None:
+            log.info(
+                f"Temporal server at {address} answers again; the worker's polls resume on their own",
+                extra={
+                    "orderflow": {"event": "temporal_back", "down_seconds": round(time.monotonic() - down_since, 1)}
+                },
+            )
+            down_since = None
 
 
 async def cmd_worker(args: argparse.Namespace, settings: Settings) -> None:

@@ -97,7 +97,7 @@ def temporal_error(err: TemporalError, what: str) -> OrderflowError:
         return TemporalUnavailable(f"{what}: the workflow could not complete it ({cause or err})")
     if isinstance(err, RPCTimeoutOrCancelledError):  # incl. WorkflowUpdateRPCTimeoutOrCancelledError
         return NoAnswer(
-            f"{what}: accepted, but no outcome in the time allowed; it may still take effect (see its status)"
+            f"{what}: no answer from Temporal in the time allowed; it may still take effect (see the order's status)"
         )
     if isinstance(err, RPCError):
         if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):

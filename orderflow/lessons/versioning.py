@@ -124,10 +124,20 @@ async def start_deliveries(client: Client, task_queue: str, prefix: str, n: int 
 
 
 async def wait_until_packed(handles: list[WorkflowHandle], timeout: float = 10.0) -> None:
-    """Until every delivery's history shows its pack activity completed (it then waits for the courier)."""
+    """Until every delivery's workflow has seen its pack activity complete (a workflow task
+    completed after it), so it waits for the courier on the code that ran it. The activity's
+    completion alone is not enough: a worker deployed before that task would run it instead,
+    and meet ``workflow.patched`` live."""
+
+    def packed(kinds: list[str]) -> bool:
+        return (
+            "activity_task_completed" in kinds
+            and "workflow_task_completed" in kinds[kinds.index("activity_task_completed") :]
+        )
+
     async with asyncio.timeout(timeout):
         for handle in handles:
-            while "activity_task_completed" not in harness.event_kinds(await handle.fetch_history()):
+            while not packed(harness.event_kinds(await handle.fetch_history())):
                 await asyncio.sleep(0.1)
 
 
