@@ -288,6 +288,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="kill the orders worker mid-storm; afterwards query every order from a fresh worker (API and CLI)",
     )
+    storm_cmd.add_argument(
+        "--starve-worker",
+        action="store_true",
+        help="pause the orders worker (SIGSTOP) 1.5 s of every 2.5 s while the customers press: a CPU-starved worker",
+    )
 
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -318,7 +323,14 @@ def main(argv: list[str] | None = None) -> int:
             from orderflow.bench import storm
 
             return storm.main(
-                args.orders, args.rate, args.db, Path(args.out), args.max_spam, args.seed, args.kill_worker
+                args.orders,
+                args.rate,
+                args.db,
+                Path(args.out),
+                args.max_spam,
+                args.seed,
+                args.kill_worker,
+                args.starve_worker,
             )
     except KeyboardInterrupt:
         return 130

@@ -334,8 +334,9 @@ def parse_codec_keys(text: str, source: str) -> tuple[tuple[str, bytes], ...]:
     """``id:base64key`` entries separated by commas or newlines, the current key first; a line
     starting with ``#`` is a comment. Errors name the entry and its id, never key material."""
     keys: list[tuple[str, bytes]] = []
-    entries = [e.strip() for e in re.split(r"[,\n]", text)]
-    for n, entry in enumerate((e for e in entries if e and not e.startswith("#")), 1):
+    lines = (line for line in text.splitlines() if not line.strip().startswith("#"))  # comments first:
+    entries = [e.strip() for line in lines for e in line.split(",")]  # a comment may hold a comma
+    for n, entry in enumerate((e for e in entries if e), 1):
         key_id, sep, encoded = (part.strip() for part in entry.partition(":"))
         if not sep or not CODEC_KEY_ID.match(key_id):
             raise ConfigError(

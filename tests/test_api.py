@@ -276,3 +276,39 @@ def test_an_unmigrated_database_is_a_503_not_a_500(tmp_path):
         response = http.get("/orders/abc/state")
         assert response.status_code == 503 and "orderflow db upgrade" in response.json()["error"]
         assert http.get("/orders").status_code == 503
+
+
+def test_the_review_long_poll_answers_from_the_database_without_an_update(http, api_settings):
+    """The reviewer's /review is answered from the row the validate step writes: it sends the
+    workflow nothing (no wait_for_review Update in the history), unlike the Update it replaced."""
+    import asyncio
+
+    from orderflow.order_client import connect, order_handle
+
+    order_id = new_order_id()
+    assert http.post(f"/orders/{order_id}/start", params={"payment_id": "pay-" + order_id}).status_code == 201
+    answer = http.get(f"/orders/{order_id}/review")
+    assert answer.status_code == 200 and answer.json() == {
+        "order_id": order_id,
+        "state": "awaiting_review",
+        "awaiting_review": True,
+    }, answer.text
+    assert http.post(f"/orders/{order_id}/signals/approve").status_code == 202
+    wait_status(http, order_id, closed)
+    after = http.get(f"/orders/{order_id}/review")
+    assert after.status_code == 200 and after.json()["awaiting_review"] is False and after.json()["state"] == "shipped"
+
+    async def updates_in_history() -> list[str]:
+        handle = order_handle(await connect(api_settings), order_id)
+        return [
+            e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+            async for e in handle.fetch_history_events()
+            if e.HasField("workflow_execution_update_accepted_event_attributes")
+        ]
+
+    assert asyncio.run(updates_in_history()) == ["approve"]
+
+
+def test_review_of_an_unknown_order_is_404(http):
+    answer = http.get("/orders/never-started-1/review")
+    assert answer.status_code == 404 and "not found" in answer.json()["error"], answer.text

@@ -7,8 +7,10 @@ field; the test waits for the status panel to say ``awaiting_review`` / ``shippe
 ``cancelled``, then runs the cells that follow, which must carry on with the order the "person"
 started. It checks the countdown, the buttons' enabled states, the labelled answers, that
 DataFrames render as tables and plots as images and, after the stop cell, that a new order id
-brings a new payment id and Start answers with a clear message. The other five notebooks are run
-cell by cell too. No cell may show stderr (the workers' expected faults are counted, not
+brings a new payment id and Start answers with a clear message. The other notebooks are run
+cell by cell too. Every notebook runs here with its exercises' solutions put in (each check must
+say Passed; nbmake runs them as published), and one exercise is typed in by hand as a learner
+would. No cell may show stderr (the workers' expected faults are counted, not
 printed). On failure a screenshot and the server log are saved under var/browser/ (after
 success too with ORDERFLOW_BROWSER_SCREENSHOTS=1).
 
@@ -34,6 +36,7 @@ import pytest
 from playwright.async_api import Locator, Page, async_playwright, expect
 
 from orderflow.devstack import die_with_parent, free_port
+from orderflow.lessons.notebooks import with_solutions
 from orderflow.notebook import STEP_ORDER
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,6 +82,11 @@ def lab(tmp_path_factory) -> Iterator[Lab]:
     work.mkdir()
     for path in NOTEBOOKS.glob("*.ipynb"):
         shutil.copy(path, work / path.name)
+    # The same notebooks with every exercise cell's solution put in: the run with the solutions
+    # applied is this browser run (nbmake runs them as published).
+    (work / "solved").mkdir()
+    for path in NOTEBOOKS.glob("*.ipynb"):
+        (work / "solved" / path.name).write_text(json.dumps(with_solutions(path)))
     settings = home / "settings"
     for name, values in LAB_SETTINGS.items():
         target = settings / name
@@ -166,6 +174,14 @@ class LabNotebook:
                     await action(cell)
 
 
+async def passes(cell: Locator) -> None:
+    """A check cell of a notebook with the solutions put in: its verdict says Passed."""
+    await expect(cell.locator(".orderflow-verdict")).to_contain_text("Passed", timeout=120_000)
+
+
+SOLVED = {"await check(": passes}
+
+
 def button(cell: Locator, name: str) -> Locator:
     return cell.get_by_role("button", name=name, exact=True)
 
@@ -243,7 +259,7 @@ async def run_with_evidence(name: str, notebook, checks: dict, page: Page, lab: 
 
 
 async def test_quickstart_clicked_in_chromium(lab, page):
-    notebook = await open_notebook(page, lab.url("01_quickstart.ipynb"))
+    notebook = await open_notebook(page, lab.url("solved/01_quickstart.ipynb"))
     seen: dict[str, str] = {}
 
     async def person_runs_the_order(cell: Locator) -> None:
@@ -299,11 +315,11 @@ async def test_quickstart_clicked_in_chromium(lab, page):
         "plot_timeline(": image,
         "await stack.stop()": after_stop,
     }
-    await run_with_evidence("quickstart", notebook, checks, page, lab)
+    await run_with_evidence("quickstart", notebook, checks | SOLVED, page, lab)
 
 
 async def test_signals_and_queries_clicked_in_chromium(lab, page):
-    notebook = await open_notebook(page, lab.url("02_signals_and_queries.ipynb"))
+    notebook = await open_notebook(page, lab.url("solved/02_signals_and_queries.ipynb"))
 
     async def table(cell: Locator) -> None:
         await expect(cell.locator(".jp-OutputArea table.dataframe").first).to_be_visible()
@@ -354,7 +370,7 @@ async def test_signals_and_queries_clicked_in_chromium(lab, page):
         "canceller = OrderConsole(": person_cancels,
         "canceller.renew_if_missed_review()": cancel_cell_carried_on,
     }
-    await run_with_evidence("signals", notebook, checks, page, lab)
+    await run_with_evidence("signals", notebook, checks | SOLVED, page, lab)
 
 
 OTHERS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if not p.name.startswith(("01_", "02_")))
@@ -364,9 +380,49 @@ OTHERS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if not p.name.startswi
 async def test_notebook_runs_clean_in_chromium(lab, page, name):
     """The other five, cell by cell as a reader runs them: every cell finishes, none shows stderr
     (07's batches once printed hundreds of worker tracebacks and made the browser crawl)."""
-    notebook = await open_notebook(page, lab.url(f"{name}.ipynb"))
+    notebook = await open_notebook(page, lab.url(f"solved/{name}.ipynb"))
 
     async def image(cell: Locator) -> None:
         await expect(cell.locator(".jp-OutputArea img").first).to_be_visible()
 
-    await run_with_evidence(name, notebook, {"plot_timeline(": image, "plot_durations(": image}, page, lab)
+    checks = {"plot_timeline(": image, "plot_durations(": image, **SOLVED}
+    await run_with_evidence(name, notebook, checks, page, lab)
+
+
+async def test_an_exercise_typed_in_and_checked_in_chromium(lab, page):
+    """A learner's path through an exercise: the untouched check says "Not done yet"; the learner
+    types the solution into the exercise cell, runs it and the check again, and sees "Passed";
+    the solution cell shows the solution only when its summary is clicked."""
+    from orderflow.lessons.exercise import SOLUTIONS
+
+    exercise_id = "06-patched"
+    answer = (SOLUTIONS / f"{exercise_id}.py").read_text()
+    notebook = await open_notebook(page, lab.url("06_determinism_and_replay.ipynb"))
+
+    async def learner_solves_it(check_cell: Locator) -> None:
+        verdict = check_cell.locator(".orderflow-verdict")
+        await expect(verdict).to_contain_text("Not done yet", timeout=60_000)
+        await expect(verdict).to_contain_text("not insured")  # it says what is missing
+        exercise_cell = page.locator(".jp-Notebook .jp-CodeCell").filter(has_text="class ShipmentV2").first
+        await exercise_cell.evaluate("e => e.scrollIntoView({block: 'center'})")
+        await exercise_cell.locator(".jp-InputArea-editor .cm-content").click()
+        await page.keyboard.press("Control+A")
+        await page.keyboard.insert_text(answer)  # as pasted: the editor's auto-indent leaves it as is
+        await expect(exercise_cell.locator(".jp-InputArea-editor")).to_contain_text('workflow.patched("insure")')
+        await page.keyboard.press("Shift+Enter")  # runs the exercise cell, selects the check cell
+        await page.keyboard.press("Shift+Enter")  # runs the check again
+        await expect(verdict).to_contain_text("Passed", timeout=60_000)
+        await expect(verdict).to_contain_text("pack, insure, ship")
+        errors = check_cell.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        assert await errors.count() == 0
+
+    async def solution_folded(cell: Locator) -> None:
+        details = cell.locator("details.orderflow-solution")
+        await expect(details.locator("summary")).to_have_text("Show the solution")
+        await expect(details.locator("pre")).to_be_hidden()
+        await details.locator("summary").click()
+        await expect(details.locator("pre")).to_be_visible()
+        await expect(details).to_contain_text("workflow.patched")
+
+    checks = {f'await check("{exercise_id}")': learner_solves_it, f'solution("{exercise_id}")': solution_folded}
+    await run_with_evidence("exercise", notebook, checks, page, lab)

@@ -112,18 +112,80 @@ async def test_busy_until_the_deadline_says_the_order_was_in_a_step():
     handle.answers_when_done = lambda: Outcome(busy())  # type: ignore[method-assign]
     with pytest.raises(
         order_client.NoAnswer,
-        match=r"not accepted within 0.3 s, nothing was changed: the order was in a step the whole time \(the workflow answered Busy \d+ times\)",
+        match=r"not accepted within 0.3 s; the workflow answered Busy \d+ times \(a step was running\); nothing was changed$",
     ):
         await order_client.send_update(handle, "cancel", accept_within=timedelta(seconds=0.3))  # type: ignore[arg-type]
 
 
-async def test_no_answer_at_all_says_no_worker_answered():
+async def test_no_answer_at_all_says_the_try_may_still_take_effect():
+    """The server holds an Update it admitted even when the caller gives up: no "nothing changed"."""
+
     class Silent(ScriptedHandle):
         async def start_update(self, name: str, **kwargs: Any) -> Any:
             await asyncio.sleep(10)
 
-    with pytest.raises(order_client.NoAnswer, match="nothing was changed: no orders worker answered; is it running"):
+    with pytest.raises(order_client.NoAnswer) as raised:
         await order_client.send_update(Silent(), "cancel", accept_within=timedelta(seconds=0.2))  # type: ignore[arg-type]
+    assert str(raised.value) == (
+        "cancel for order-scripted: not accepted within 0.2 s; the last try got no answer: "
+        "it may still take effect, the order's status will show it"
+    )
+
+
+async def test_a_start_cut_by_the_deadline_is_no_answer_not_a_crash():
+    """The SDK turns the deadline's cancellation into WorkflowUpdateRPCTimeoutOrCancelledError."""
+    from temporalio.client import WorkflowUpdateRPCTimeoutOrCancelledError
+
+    class CancelledInside(ScriptedHandle):
+        async def start_update(self, name: str, **kwargs: Any) -> Any:
+            try:
+                await asyncio.sleep(10)
+            except asyncio.CancelledError as err:
+                raise WorkflowUpdateRPCTimeoutOrCancelledError() from err
+
+    with pytest.raises(order_client.NoAnswer, match="the last try got no answer: it may still take effect"):
+        await order_client.send_update(CancelledInside(), "cancel", accept_within=timedelta(seconds=0.2))  # type: ignore[arg-type]
+
+
+async def test_a_crowded_server_is_tried_again_then_said():
+    crowded = rpc_error(
+        RPCStatusCode.RESOURCE_EXHAUSTED, "limit on number of concurrent in-flight updates has been reached"
+    )
+    handle = ScriptedHandle(crowded, crowded, Outcome("address updated"))
+    assert await order_client.send_update(handle, "update_address", "x") == "address updated"  # type: ignore[arg-type]
+    assert len(handle.calls) == 3
+
+    always = ScriptedHandle()
+    always.answers_when_done = lambda: crowded  # type: ignore[method-assign]
+    with pytest.raises(
+        order_client.NoAnswer,
+        match=r"Temporal turned it away \d+ times \(too many commands in flight for this order\); nothing was changed$",
+    ):
+        await order_client.send_update(always, "update_address", "x", accept_within=timedelta(seconds=0.5))  # type: ignore[arg-type]
+
+
+async def test_an_aborted_update_is_sent_again_under_the_same_id():
+    aborted = rpc_error(RPCStatusCode.UNAVAILABLE, "workflow update was aborted")
+    handle = ScriptedHandle(aborted, Outcome("approved"))
+    assert await order_client.send_update(handle, "approve") == "approved"  # type: ignore[arg-type]
+    assert len({call["id"] for call in handle.calls}) == 1 and len(handle.calls) == 2
+
+
+async def test_an_outcome_poll_aborted_is_polled_again():
+    aborted = rpc_error(RPCStatusCode.UNAVAILABLE, "workflow update was aborted")
+
+    class AbortedOnce(Outcome):
+        polls = 0
+
+        async def result(self) -> Any:
+            self.polls += 1
+            if self.polls == 1:
+                raise aborted
+            return await super().result()
+
+    outcome = AbortedOnce("approved")
+    assert await order_client.send_update(ScriptedHandle(outcome), "approve") == "approved"  # type: ignore[arg-type]
+    assert outcome.polls == 2
 
 
 async def test_other_errors_are_not_retried():

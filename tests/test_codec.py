@@ -137,7 +137,10 @@ def test_keys_come_from_the_environment_current_first():
 
 def test_keys_can_come_from_a_file(tmp_path):
     path = tmp_path / "keys"
-    path.write_text(f"# current first\nk2:{b64(K2[1])}\nk1:{b64(K1[1])}\n")
+    # A comment may hold a comma (it was split at the comma before it was known as a comment).
+    path.write_text(
+        f"# current first, then the old one\nk2:{b64(K2[1])}\n  # rotated out, still read\nk1:{b64(K1[1])}\n"
+    )
     assert Settings.from_env(NO_FILE | {"ORDERFLOW_CODEC_KEYS_FILE": str(path)}).codec_keys == (K2, K1)
 
 

@@ -21,12 +21,17 @@ IDS = [p.stem for p in NOTEBOOKS]
 STRIP = "python -m orderflow.notebook notebooks/*.ipynb"
 
 
-def code_cells(path: Path) -> list[str]:
-    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+def code_cells(path: Path, exercises: bool = True) -> list[str]:
+    """The code cells' sources; without the exercise cells (the learner's own code) if asked."""
+    return [
+        "".join(c["source"])
+        for c in json.loads(path.read_text())["cells"]
+        if c["cell_type"] == "code" and (exercises or "exercise" not in c["metadata"].get("tags", []))
+    ]
 
 
-def test_all_seven_notebooks_exist():
-    assert len(NOTEBOOKS) == 7
+def test_all_twelve_notebooks_exist():
+    assert len(NOTEBOOKS) == 12
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
@@ -60,7 +65,7 @@ def test_notebook_is_thin_and_says_what_it_needs(path):
     first = "".join(cells[0]["source"])
     assert cells[0]["cell_type"] == "markdown" and "**Needs:**" in first and "**Takes:**" in first
     code = code_cells(path)
-    source = "\n".join(code)
+    source = "\n".join(code_cells(path, exercises=False))  # an exercise cell is where the learner defines
     for defining in (r"^\s*def ", r"^\s*async def ", r"^\s*class ", r"\blambda\b", r"@workflow\.", r"@activity\."):
         assert not re.search(defining, source, re.MULTILINE), f"define nothing in cells ({defining}): use the package"
     assert "show_source(" in source, "show the package code the lesson is about"

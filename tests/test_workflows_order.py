@@ -156,6 +156,26 @@ async def test_address_update_before_dispatch_reaches_the_shipment(stack, script
     assert [s["address"] for s in view["shipments"]] == ["742 Evergreen Terrace"]
 
 
+async def test_a_change_overtaken_by_a_later_one_that_came_too_late_is_told_where_the_parcel_went(stack, scripted):
+    """An address change during shipping is answered only once the parcel left: a later change
+    that reaches the carrier too late does not make the earlier one "superseded" (it was not:
+    the parcel went to it), found by notebook 10's presses."""
+    scripted.set(PreparePackage=[HANG] * 4, DispatchCarrier=[HANG] * 3)  # 5 attempts fail a shipment
+    order_id, handle = await start(stack, "overtaken", address="old street")
+    assert await order_client.approve_when_ready(handle)
+    await wait_for(stack, order_id, lambda s: s.state == OrderState.SHIPPING)
+    first = asyncio.create_task(order_client.update_address(stack.client, order_id, "first street"))
+    async with asyncio.timeout(10):  # the carrier is being called: a change now is too late
+        while not any(e["step"] == "dispatch" for e in db_view(stack, order_id)["events"]):
+            await asyncio.sleep(0.02)
+    with pytest.raises(order_client.Rejected, match="^too late: the parcel was dispatched to 'first street'$"):
+        await order_client.update_address(stack.client, order_id, "second street")
+    assert await first == "address updated; the parcel was dispatched to it"
+    result = await handle.result()
+    assert (result.state, result.address) == (OrderState.SHIPPED, "first street")
+    assert [s["address"] for s in db_view(stack, order_id)["shipments"]] == ["first street"]
+
+
 async def test_dispatch_failure_signals_parent_which_retries(stack, scripted):
     scripted.set(DispatchCarrier=[FAIL] * 5)  # the first shipment uses up its five dispatch attempts
     order_id, handle = await start(stack, "redispatch")

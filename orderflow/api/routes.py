@@ -15,7 +15,8 @@ from typing import Annotated, Any, TypeVar
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
-from temporalio.client import Client
+from sqlalchemy.exc import SQLAlchemyError
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from orderflow import metrics, order_client
 from orderflow.api.answers import COMMAND_TIMEOUT, admit_and_start, http_error, order_status, temporal_reachable
@@ -119,11 +120,42 @@ async def approve(order_id: OrderId, client: TemporalClient) -> Accepted:
 
 
 @orders_router.get("/{order_id}/review", response_model=Review, responses={404: {}, 409: {}, 504: {}})
-async def review(order_id: OrderId, client: TemporalClient) -> Review:
+async def review(order_id: OrderId, client: TemporalClient, db: Database) -> Review:
     """A reviewer's long poll: answers once the order awaits review (approve it now) or has
     moved past it (approved, cancelled, ended), within the order's budget."""
-    state = await command(order_client.wait_for_review(client, order_id), order_id)
+    state = await reviewed_state(client, db, order_id)
     return Review(order_id=order_id, state=state.value, awaiting_review=state == OrderState.AWAITING_REVIEW)
+
+
+BEFORE_REVIEW = {OrderState.STARTED.value, OrderState.RECEIVED.value, OrderState.VALIDATED.value}
+REVIEW_POLL_SECONDS = 0.05
+
+
+async def reviewed_state(client: Client, db: Repository, order_id: str) -> OrderState:
+    """The order's state once it is past validation, read from the database: the validate step
+    persists ``awaiting_review`` with its success. Polling the database costs no workflow task;
+    an Update sent while a step runs is refused Busy and sent again, a workflow task on the
+    server and the worker each time (docs/performance.md#the-reviewers-long-poll)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + COMMAND_TIMEOUT
+    polls = 0
+    while True:
+        try:
+            row = await asyncio.to_thread(db.get_order, order_id)
+        except OrderNotFound:
+            row = None  # the receive step writes the row; an order can be a moment older than it
+        except SQLAlchemyError as err:
+            raise HTTPException(503, f"order {order_id}: the app database is unreachable") from err
+        if row is not None and row["state"] not in BEFORE_REVIEW:
+            return OrderState(row["state"])
+        if polls % 20 == 0:  # at first, then once a second: is there such an order, still running?
+            running = await command(order_client.describe(client, order_id), order_id)  # 404 if never started
+            if running != WorkflowExecutionStatus.RUNNING:
+                raise HTTPException(409, f"order {order_id}: it has ended without reaching review")
+        if loop.time() > deadline:
+            raise HTTPException(504, f"order {order_id}: not past validation within {COMMAND_TIMEOUT:g} s")
+        polls += 1
+        await asyncio.sleep(REVIEW_POLL_SECONDS)
 
 
 @orders_router.post(

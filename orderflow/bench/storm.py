@@ -28,8 +28,11 @@ makes the fresh worker replay the order's whole history, and every one must answ
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import random
+import signal
 import subprocess
 import time
 from collections import Counter
@@ -129,6 +132,7 @@ async def run_storm(
     budget: float = 15.0,
     seed: int = 17,
     kill_worker: bool = False,
+    starve_worker: bool = False,
 ) -> StormReport:
     workdir.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{workdir / 'storm.db'}"
@@ -158,6 +162,7 @@ async def run_storm(
                     if kill_worker
                     else None
                 )
+                starver = asyncio.create_task(_starve_orders_worker(stack, faults)) if starve_worker else None
                 await asyncio.gather(
                     *(
                         _customer(http, order_id, plans[order_id], addresses[order_id], i / rate, max_spam, log)
@@ -166,6 +171,10 @@ async def run_storm(
                 )
                 if killer is not None:
                     await killer
+                if starver is not None:
+                    starver.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await starver
             started = sorted({a.order_id for a in log if a.command == "start" and a.status == 201})
             stuck, seconds, results = [], {}, {}
             for order_id in started:
@@ -225,6 +234,27 @@ async def _kill_orders_worker(stack: ProcessStack, after: float, faults: list[st
     faults.append(f"orders worker killed (SIGKILL) {after:.1f} s in, a new one started 0.5 s later")
 
 
+STARVE_STOP, STARVE_RUN = 1.5, 1.0  # seconds the orders worker is paused, then let run
+
+
+async def _starve_orders_worker(stack: ProcessStack, faults: list[str]) -> None:
+    """A worker starved of CPU: paused (SIGSTOP) for STARVE_STOP s, then let run for STARVE_RUN
+    s, over and over while the customers press; longer than the 1 s sticky timeout, so workflow
+    tasks (and the Updates riding on them) time out on the worker's sticky queue."""
+    pid = stack.pids()["orders"]
+    pauses = 0
+    try:
+        while True:
+            await asyncio.sleep(STARVE_RUN)
+            os.kill(pid, signal.SIGSTOP)
+            pauses += 1
+            await asyncio.sleep(STARVE_STOP)
+            os.kill(pid, signal.SIGCONT)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        faults.append(f"orders worker paused {pauses} times for {STARVE_STOP:g} s (SIGSTOP), {STARVE_RUN:g} s apart")
+
+
 async def _query_from_a_fresh_worker(
     stack: ProcessStack, http: httpx.AsyncClient, order_ids: list[str], faults: list[str]
 ) -> list[str]:
@@ -277,9 +307,27 @@ def _pick(roll: float) -> str:
 
 
 def main(
-    orders: int, rate: float, db_url: str | None, out: Path, max_spam: int, seed: int, kill_worker: bool = False
+    orders: int,
+    rate: float,
+    db_url: str | None,
+    out: Path,
+    max_spam: int,
+    seed: int,
+    kill_worker: bool = False,
+    starve_worker: bool = False,
 ) -> int:
     began = time.monotonic()
-    report = asyncio.run(run_storm(orders, rate, db_url, out, max_spam=max_spam, seed=seed, kill_worker=kill_worker))
+    report = asyncio.run(
+        run_storm(
+            orders,
+            rate,
+            db_url,
+            out,
+            max_spam=max_spam,
+            seed=seed,
+            kill_worker=kill_worker,
+            starve_worker=starve_worker,
+        )
+    )
     print(render(report) + f"\n({time.monotonic() - began:.0f} s; details in {out}/storm.json)", flush=True)
     return 0 if report.ok else 1

@@ -13,6 +13,7 @@ from typing import Any
 
 from temporalio.client import (
     Client,
+    RPCTimeoutOrCancelledError,
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowHandle,
@@ -109,9 +110,22 @@ NOT_READY_PAUSE = 0.05  # the retried workflow task is usually scheduled within 
 BUSY_PAUSES = (0.02, 0.05, 0.1, 0.2)
 
 
+def update_aborted(err: BaseException) -> bool:
+    """The server aborted an Update it held because it reloaded the workflow's state (seen
+    under CPU starvation). Sending it again under the same id either finds the Update already
+    accepted (the server dedupes by id) or delivers it anew."""
+    return isinstance(err, RPCError) and err.status == RPCStatusCode.UNAVAILABLE and "update was aborted" in err.message
+
+
+def crowded(err: BaseException) -> bool:
+    """The server refused to admit the Update: too many Updates in flight for this workflow
+    (10 by default) or a rate limit. Nothing was admitted; try again in a moment."""
+    return isinstance(err, RPCError) and err.status == RPCStatusCode.RESOURCE_EXHAUSTED
+
+
 async def _start_update(handle: WorkflowHandle, name: str, args: list[Any], result_type: type) -> WorkflowUpdateHandle:
-    """Send the Update once, and again under the same id (the server dedupes by id) while the
-    server answers "workflow not ready" (see ``workflow_not_ready``)."""
+    """Send the Update once, and again under the same id while the server answers "workflow
+    not ready" or "aborted" (see ``workflow_not_ready``, ``update_aborted``)."""
     update_id = str(uuid.uuid4())
     while True:
         try:
@@ -121,7 +135,18 @@ async def _start_update(handle: WorkflowHandle, name: str, args: list[Any], resu
                 name, args=args, id=update_id, wait_for_stage=WorkflowUpdateStage.ACCEPTED, result_type=result_type
             )
         except RPCError as err:
-            if not workflow_not_ready(err):
+            if not (workflow_not_ready(err) or update_aborted(err)):
+                raise
+        await asyncio.sleep(NOT_READY_PAUSE)
+
+
+async def _outcome(update: WorkflowUpdateHandle) -> Any:
+    """An accepted (or refused) Update's outcome, polled again while the server says "aborted"."""
+    while True:
+        try:
+            return await update.result()
+        except RPCError as err:
+            if not update_aborted(err):
                 raise
         await asyncio.sleep(NOT_READY_PAUSE)
 
@@ -136,42 +161,77 @@ async def send_update(
     """Send an Update until the workflow accepts it or refuses it for a reason of its own, and
     return its outcome (raises WorkflowUpdateFailedError with the workflow's refusal).
 
-    A Busy refusal (a step was running, nothing was changed) is sent again after BUSY_PAUSES.
-    NoAnswer if it was not accepted within ``accept_within``, saying why: no worker answered,
-    or the order was in a step all that time. Once accepted, the caller bounds the wait.
+    A Busy refusal (a step was running, nothing was changed) or a crowded server is tried again
+    after BUSY_PAUSES. NoAnswer if it was not accepted within ``accept_within``, saying what
+    happened meanwhile, and whether the last try may still take effect (it was sent and no
+    answer came). Once accepted, the caller bounds the wait.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + accept_within.total_seconds()
-    refusals = 0
+    refusals = crowding = 0
 
-    def not_accepted() -> NoAnswer:
-        why = (
-            f"the order was in a step the whole time (the workflow answered Busy {refusals} times)"
-            if refusals
-            else "no orders worker answered; is it running?"
-        )
+    def not_accepted(in_flight: bool) -> NoAnswer:
+        seen = []
+        if refusals:
+            seen.append(f"the workflow answered Busy {refusals} times (a step was running)")
+        if crowding:
+            seen.append(f"Temporal turned it away {crowding} times (too many commands in flight for this order)")
+        if in_flight:
+            seen.append("the last try got no answer: it may still take effect, the order's status will show it")
+        else:
+            seen.append("nothing was changed")
         return NoAnswer(
-            f"{name} for {handle.id}: not accepted within {accept_within.total_seconds():g} s, "
-            f"nothing was changed: {why}"
+            f"{name} for {handle.id}: not accepted within {accept_within.total_seconds():g} s; " + "; ".join(seen)
         )
 
     while True:
         if loop.time() >= deadline:
-            raise not_accepted()
+            raise not_accepted(in_flight=False)
         try:
             update = await asyncio.wait_for(
                 _start_update(handle, name, list(args), result_type), deadline - loop.time()
             )
-        except asyncio.TimeoutError:
-            raise not_accepted() from None
+        # A start cut by the deadline: the SDK turns the cancellation into RPCTimeoutOrCancelledError.
+        except (asyncio.TimeoutError, RPCTimeoutOrCancelledError):
+            raise not_accepted(in_flight=True) from None
+        except RPCError as err:
+            if not crowded(err):
+                raise
+            crowding += 1
+            await asyncio.sleep(BUSY_PAUSES[-1])
+            continue
         try:
             # A refusal comes back at once; an accepted Update answers when its outcome is known.
-            return await update.result()
+            return await _outcome(update)
         except WorkflowUpdateFailedError as err:
             if not busy(err):
                 raise
         await asyncio.sleep(BUSY_PAUSES[min(refusals, len(BUSY_PAUSES) - 1)])
         refusals += 1
+
+
+async def workers_polling(client: Client, order_id: str) -> str:
+    """Whether a worker polls the order's task queue: what a command that got no answer needs
+    to say ("no orders worker is polling" vs "the worker did not get to it in time")."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    try:
+        queue = (await order_handle(client, order_id).describe()).task_queue
+        answer = await client.workflow_service.describe_task_queue(
+            DescribeTaskQueueRequest(
+                namespace=client.namespace,
+                task_queue=TaskQueue(name=queue),
+                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            ),
+            timeout=timedelta(seconds=2),
+        )
+    except RPCError:
+        return "Temporal could not say whether an orders worker is running"
+    if not answer.pollers:
+        return f"no orders worker is polling task queue {queue!r}; is one running?"
+    return f"{len(answer.pollers)} orders worker(s) poll {queue!r}, but none ran the order's workflow task in time (overloaded?)"
 
 
 async def _update(client: Client, order_id: str, name: str, *args: str, result_type: type = str) -> Any:
@@ -188,7 +248,7 @@ async def _update(client: Client, order_id: str, name: str, *args: str, result_t
         stuck = await stuck_reason(client, order_id)
         if stuck is not None:  # not a missing worker: the order's own task keeps failing
             raise Stuck(f"{what}: not accepted, nothing was changed: {stuck}") from err
-        raise
+        raise NoAnswer(f"{err}; {await workers_polling(client, order_id)}") from err
     except RPCError as err:
         if err.status == RPCStatusCode.NOT_FOUND:  # unknown order, or its workflow has closed
             if await describe(client, order_id) != WorkflowExecutionStatus.RUNNING:

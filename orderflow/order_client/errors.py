@@ -61,7 +61,9 @@ def temporal_error(err: TemporalError, what: str) -> OrderflowError:
             return Rejected(cause.message) if cause.type == "Rejected" else CommandFailed(cause.message)
         return TemporalUnavailable(f"{what}: the workflow could not complete it ({cause or err})")
     if isinstance(err, RPCTimeoutOrCancelledError):  # incl. WorkflowUpdateRPCTimeoutOrCancelledError
-        return NoAnswer(f"{what}: no answer from Temporal in time; is a worker running?")
+        return NoAnswer(
+            f"{what}: no answer from Temporal in the time allowed; it may still take effect (see the order's status)"
+        )
     if isinstance(err, RPCError):
         if err.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED):
             return NoAnswer(f"{what}: no answer in time ({err.message}); is a worker running?")

@@ -114,6 +114,7 @@ class OrderWorkflow:
         # What Updates wait for; set only with the gate open (see the module docstring).
         self.review_open = False
         self.dispatched_to: str | None = None
+        self.address_changes = 0  # adopted address changes, counted: tells a later one apart
         self.ended = False
         self.child_address = ""
 
@@ -432,7 +433,9 @@ class OrderWorkflow:
     def _approve_refusal(self) -> str | None:
         if self.reason is not None:  # compensation has begun (the review deadline passed, a step failed)
             return self._too_late()
-        if self.state != OrderState.AWAITING_REVIEW:
+        # Validated is awaiting review as the database has it (the step persists that state):
+        # an approval then is held or answered Busy until the review opens a moment later.
+        if self.state not in (OrderState.VALIDATED, OrderState.AWAITING_REVIEW):
             return f"order is not awaiting review (state {self.state.value})"
         if self.approved or self.cancel_requested:
             return "order was already approved" if self.approved else "order is being cancelled"
@@ -475,6 +478,7 @@ class OrderWorkflow:
     def _adopt_address(self, new_address: str) -> None:
         """The order's address from now on; during shipping the main loop passes it to the child."""
         self.address = new_address
+        self.address_changes += 1
         self._record(Signal.UPDATE_ADDRESS, True, new_address)
 
     # The signals: held while a step runs; then the rule, and the effect or a recorded refusal.
@@ -551,15 +555,19 @@ class OrderWorkflow:
         self._adopt_address(new_address)
         if self.state != OrderState.SHIPPING:
             return "address updated"
-        await workflow.wait_condition(
-            lambda: self.ended or self.dispatched_to is not None or self.address != new_address
-        )
+        # During shipping only where the parcel went makes an answer true, so wait for it even
+        # when a later change comes in: that one may reach the carrier too late.
+        adopted_as = self.address_changes
+        await workflow.wait_condition(lambda: self.ended or self.dispatched_to is not None)
         if self.dispatched_to is not None:
             if self.dispatched_to == new_address:
                 return "address updated; the parcel was dispatched to it"
             raise _rejected(f"too late: the parcel was dispatched to {self.dispatched_to!r}")
-        if self.address != new_address:
-            raise _rejected(f"superseded by a later change to {self.address!r}")
+        if self.address_changes != adopted_as:
+            raise _rejected(
+                f"superseded by a later change to {self.address!r}; "
+                f"the order then ended {self.state.value} before dispatch"
+            )
         # Adopted (it is the order's address), but no parcel left: say so, as a success.
         return f"address updated; the order then ended {self.state.value} before dispatch: {self.reason}"
 

@@ -1,0 +1,11 @@
+# expect: failed against the real OrderWorkflow
+from temporalio.client import Client
+
+from orderflow.lessons.testkit import start_test_order
+from orderflow.models import OrderState
+
+
+async def test_nobody_approves(client: Client, task_queue: str) -> None:
+    handle = await start_test_order(client, task_queue)
+    result = await handle.result()
+    assert result.state == OrderState.SHIPPED, result  # an unapproved order is never shipped
