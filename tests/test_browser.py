@@ -7,8 +7,8 @@ field; the test waits for the status panel to say ``awaiting_review`` / ``shippe
 ``cancelled``, then runs the cells that follow, which must carry on with the order the "person"
 started. It checks the countdown, the buttons' enabled states, the labelled answers, that
 DataFrames render as tables and plots as images and, after the stop cell, that a new order id
-brings a new payment id and Start answers with a clear message. The other five notebooks are run
-cell by cell too. No cell may show stderr (the workers' expected faults are counted, not
+brings a new payment id and Start answers with a clear message. The other notebooks are run
+cell by cell too, and one exercise is done as a learner does it (typed in, checked, solution unfolded). No cell may show stderr (the workers' expected faults are counted, not
 printed). On failure a screenshot and the server log are saved under var/browser/ (after
 success too with ORDERFLOW_BROWSER_SCREENSHOTS=1).
 
@@ -362,7 +362,7 @@ OTHERS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if not p.name.startswi
 
 @pytest.mark.parametrize("name", OTHERS)
 async def test_notebook_runs_clean_in_chromium(lab, page, name):
-    """The other five, cell by cell as a reader runs them: every cell finishes, none shows stderr
+    """The others, cell by cell as a reader runs them: every cell finishes, none shows stderr
     (07's batches once printed hundreds of worker tracebacks and made the browser crawl)."""
     notebook = await open_notebook(page, lab.url(f"{name}.ipynb"))
 
