@@ -378,7 +378,7 @@ OTHERS = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb") if not p.name.startswi
 
 @pytest.mark.parametrize("name", OTHERS)
 async def test_notebook_runs_clean_in_chromium(lab, page, name):
-    """The other five, cell by cell as a reader runs them: every cell finishes, none shows stderr
+    """The others, cell by cell as a reader runs them: every cell finishes, none shows stderr
     (07's batches once printed hundreds of worker tracebacks and made the browser crawl)."""
     notebook = await open_notebook(page, lab.url(f"solved/{name}.ipynb"))
 

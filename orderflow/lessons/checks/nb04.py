@@ -12,7 +12,7 @@ from orderflow.lessons.exercise import NotDone, Verdict, Wrong, exercise, learne
 from orderflow.lessons.playground import PackingWorkflow
 
 EXERCISE = "04-child-queue"
-WAIT = 8.0  # seconds for the parent's result: a child that runs answers in well under one
+WAIT = 5.0  # seconds for the parent's result: a child that runs answers in well under one
 
 
 def _children(history) -> list[tuple[str, str]]:
