@@ -45,8 +45,33 @@ async def _workers(settings: Settings, kinds) -> list:
     from orderflow.order_client import connect
     from orderflow.worker import build_workers
 
-    client = await connect(settings)
+    client = await _connect_patiently(settings, connect)
     return build_workers(client, Repository.from_url(settings.db_url), settings, kinds)
+
+
+WORKER_CONNECT_SECONDS = 30.0
+
+
+async def _connect_patiently(settings: Settings, connect):
+    """A worker started while its server (re)starts waits for it, saying so once, instead of
+    exiting (seen under load: a worker restarted during a dev-server restart exited and its
+    orders waited for good). After WORKER_CONNECT_SECONDS the error is the command's."""
+    deadline = time.monotonic() + WORKER_CONNECT_SECONDS
+    said = False
+    while True:
+        try:
+            return await connect(settings)
+        except RuntimeError as err:  # the SDK's "Failed client connect: ..."
+            if time.monotonic() > deadline:
+                raise
+            if not said:
+                log.warning(
+                    f"Temporal server at {settings.temporal_address} does not answer yet; "
+                    f"the worker tries again for {WORKER_CONNECT_SECONDS:g} s",
+                    extra={"orderflow": {"event": "temporal_wait", "error": str(err).splitlines()[0][:200]}},
+                )
+                said = True
+            await asyncio.sleep(1)
 
 
 def _with_metrics_port(settings: Settings, port: int | None) -> Settings:

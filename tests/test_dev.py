@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import signal
@@ -343,3 +344,34 @@ def test_ctrl_c_stops_everything_within_3_s_even_with_a_request_open(tmp_path):
     assert answers == [503], answers  # told to retry, not left hanging or given a bare 500
     killed = [r["proc"] for r in records(err) if r.get("event") == "killed"]
     assert "orders" in killed and "api" not in killed, killed  # the frozen worker needed SIGKILL, the API not
+
+
+async def test_a_worker_waits_for_a_server_that_is_starting(monkeypatch, caplog):
+    """A worker (re)started while its server restarts waits for it with one line, instead of
+    exiting; a server that never comes is the command's error after WORKER_CONNECT_SECONDS."""
+    from orderflow import cli
+
+    monkeypatch.setattr(cli.asyncio, "sleep", _no_sleep)
+    answers = [RuntimeError("Failed client connect: refused"), RuntimeError("Failed client connect: refused"), "client"]
+
+    async def connect(settings):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    caplog.set_level(logging.INFO, logger="orderflow")
+    assert await cli._connect_patiently(Settings(), connect) == "client"
+    waits = [r for r in caplog.records if getattr(r, "orderflow", {}).get("event") == "temporal_wait"]
+    assert len(waits) == 1 and "does not answer yet" in waits[0].getMessage()
+
+    async def never(settings):
+        raise RuntimeError("Failed client connect: refused")
+
+    monkeypatch.setattr(cli, "WORKER_CONNECT_SECONDS", 0.0)
+    with pytest.raises(RuntimeError, match="Failed client connect"):
+        await cli._connect_patiently(Settings(), never)
+
+
+async def _no_sleep(seconds: float) -> None:
+    return None
