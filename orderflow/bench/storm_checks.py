@@ -93,11 +93,9 @@ def untrue_answers(answers: list[Answer], outcome: dict[str, dict[str, Any]]) ->
             check(o["dispatched_to"] == a.sent)
         elif (m := re.fullmatch(r"too late: the parcel was dispatched to (.*)", words)) is not None:
             check(o["dispatched_to"] == unquote(m[1]) != a.sent)
-        elif m := re.fullmatch(
-            r"superseded by a later change to (.*); the order then ended (\w+) before dispatch", words
-        ):
+        elif m := re.fullmatch(r"address updated; since changed again to (.*)", words):
             later = o["adopted"][o["adopted"].index(a.sent) + 1 :] if a.sent in o["adopted"] else []
-            check(unquote(m[1]) in later and o["state"] == m[2] and o["dispatched_to"] is None)
+            check(a.sent in o["adopted"] and unquote(m[1]) in later)
         elif (m := re.fullmatch(r"address updated; the order then ended (\w+) before dispatch: .*", words)) is not None:
             check(o["state"] == m[1] and o["dispatched_to"] is None and o["address"] == a.sent)
         elif (m := re.fullmatch(r"order already ended \((\w+)\)", words)) is not None:

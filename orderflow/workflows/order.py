@@ -555,19 +555,19 @@ class OrderWorkflow:
         self._adopt_address(new_address)
         if self.state != OrderState.SHIPPING:
             return "address updated"
-        # During shipping only where the parcel went makes an answer true, so wait for it even
-        # when a later change comes in: that one may reach the carrier too late.
+        # During shipping the answer waits for what settles it: the parcel leaving (to this
+        # address or not), the order ending, or a later change. A later change is said as just
+        # that, never as a refusal: it may reach the carrier too late, and the parcel go here.
         adopted_as = self.address_changes
-        await workflow.wait_condition(lambda: self.ended or self.dispatched_to is not None)
+        await workflow.wait_condition(
+            lambda: self.ended or self.dispatched_to is not None or self.address_changes != adopted_as
+        )
         if self.dispatched_to is not None:
             if self.dispatched_to == new_address:
                 return "address updated; the parcel was dispatched to it"
             raise _rejected(f"too late: the parcel was dispatched to {self.dispatched_to!r}")
         if self.address_changes != adopted_as:
-            raise _rejected(
-                f"superseded by a later change to {self.address!r}; "
-                f"the order then ended {self.state.value} before dispatch"
-            )
+            return f"address updated; since changed again to {self.address!r}"
         # Adopted (it is the order's address), but no parcel left: say so, as a success.
         return f"address updated; the order then ended {self.state.value} before dispatch: {self.reason}"
 
