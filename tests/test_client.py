@@ -201,3 +201,17 @@ async def test_each_command_is_its_own_update():
     await order_client.send_update(handle, "approve")  # type: ignore[arg-type]
     await order_client.send_update(handle, "approve")  # type: ignore[arg-type]
     assert handle.calls[0]["id"] != handle.calls[1]["id"]
+
+
+async def test_an_update_the_server_says_no_worker_processed_is_sent_again():
+    """Not the workflow's refusal: the task that carried it ended without handling it (a 409 said
+    so in a MySQL storm). Nothing ran, so it is sent again, as a new Update."""
+    unprocessed = WorkflowUpdateFailedError(
+        ApplicationError(
+            "Workflow Update is rejected because it wasn't processed by worker. Probably, Workflow Update "
+            "is not supported by the worker."
+        )
+    )
+    handle = ScriptedHandle(Outcome(unprocessed), Outcome("address updated"))
+    assert await order_client.send_update(handle, "update_address", "x") == "address updated"  # type: ignore[arg-type]
+    assert len({call["id"] for call in handle.calls}) == 2

@@ -123,6 +123,13 @@ def crowded(err: BaseException) -> bool:
     return isinstance(err, RPCError) and err.status == RPCStatusCode.RESOURCE_EXHAUSTED
 
 
+def dropped(err: BaseException) -> bool:
+    """The server rejected the Update because the workflow task that carried it completed
+    without handling it ("wasn't processed by worker": seen in MySQL storms, where the SDK core
+    had new work arrive over Update messages it had not processed). Nothing ran: send it again."""
+    return isinstance(err, WorkflowUpdateFailedError) and "wasn't processed by worker" in str(err.cause)
+
+
 async def _start_update(handle: WorkflowHandle, name: str, args: list[Any], result_type: type) -> WorkflowUpdateHandle:
     """Send the Update once, and again under the same id while the server answers "workflow
     not ready" or "aborted" (see ``workflow_not_ready``, ``update_aborted``)."""
@@ -204,7 +211,7 @@ async def send_update(
             # A refusal comes back at once; an accepted Update answers when its outcome is known.
             return await _outcome(update)
         except WorkflowUpdateFailedError as err:
-            if not busy(err):
+            if not (busy(err) or dropped(err)):
                 raise
         await asyncio.sleep(BUSY_PAUSES[min(refusals, len(BUSY_PAUSES) - 1)])
         refusals += 1
