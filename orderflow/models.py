@@ -334,3 +334,4 @@ class ShippingResult:
     steps: dict[str, StepStats] = field(default_factory=dict)
     events: list[AuditEvent] = field(default_factory=list)
     out_of_time: bool = False  # it stopped at the order's work deadline: no further shipment fits
+    errors: list[str] = field(default_factory=list)  # its recent attempt errors, for the order's status

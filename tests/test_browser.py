@@ -310,7 +310,7 @@ async def test_quickstart_clicked_in_chromium(lab, page):
 
     checks = {
         "console = OrderConsole(": person_runs_the_order,
-        "console.renew_if_missed_review()": cell_carried_on,
+        "console.renew_if_too_late()": cell_carried_on,
         "stack.payments(": table,
         "plot_timeline(": image,
         "await stack.stop()": after_stop,
@@ -324,23 +324,31 @@ async def test_signals_and_queries_clicked_in_chromium(lab, page):
     async def table(cell: Locator) -> None:
         await expect(cell.locator(".jp-OutputArea table.dataframe").first).to_be_visible()
 
-    async def person_changes_the_address(cell: Locator) -> None:
+    async def person_approves_before_changing_the_address(cell: Locator) -> None:
+        """The stumble a learner hit: Start, Approve, and only then a new address. The order ships
+        first; Update address greys out and the panel (and the button's tooltip) says why."""
         await console_buttons_disabled(cell, ["Approve", "Cancel", "Update address"])
         await button(cell, "Start").click()
         await state_is(cell, "awaiting_review", 15_000)
-        await text_field(cell, "address").fill("31 Spooner Street")
-        await button(cell, "Update address").click()
-        await expect(cell.locator(".orderflow-reply").filter(has_text=re.compile(r"^Update address "))).to_contain_text(
-            "✓ address updated"
-        )
-        await expect(cell.locator(".orderflow-status")).to_contain_text("address: 31 Spooner Street")
         await button(cell, "Approve").click()
         await state_is(cell, "shipped")
+        await text_field(cell, "address").fill("31 Spooner Street")
+        await expect(button(cell, "Update address")).to_be_disabled()
+        await expect(button(cell, "Update address")).to_have_attribute(
+            "title", "greyed out: the order has ended: shipped"
+        )
+        await expect(cell.locator(".orderflow-disabled")).to_contain_text(
+            "Update address: the order has ended: shipped"
+        )
 
     async def address_cell_carried_on(cell: Locator) -> None:
+        """The next cell takes a new order (no AttributeError, no failed assert) and moves it."""
         output = cell.locator(".jp-OutputArea")
-        await expect(output).to_contain_text("Start: not pressed")
-        await expect(output.locator("table.dataframe")).to_contain_text("31 Spooner Street")
+        await expect(output).to_contain_text("ended shipped before Update address was accepted; using a new order id")
+        await expect(output).to_contain_text(
+            re.compile(r"Update address -> ✓ address updated.*\| the order ended shipped")
+        )
+        await expect(output.locator("table.dataframe")).to_contain_text("742 Evergreen Terrace")
 
     async def person_cancels(cell: Locator) -> None:
         await button(cell, "Start").click()
@@ -365,10 +373,10 @@ async def test_signals_and_queries_clicked_in_chromium(lab, page):
 
     checks = {
         'order_id = new_id("side-by-side")': table,
-        "mover = OrderConsole(": person_changes_the_address,
-        "mover.renew_if_missed_review()": address_cell_carried_on,
+        "mover = OrderConsole(": person_approves_before_changing_the_address,
+        "mover.renew_if_too_late(": address_cell_carried_on,
         "canceller = OrderConsole(": person_cancels,
-        "canceller.renew_if_missed_review()": cancel_cell_carried_on,
+        "canceller.renew_if_too_late(": cancel_cell_carried_on,
     }
     await run_with_evidence("signals", notebook, checks | SOLVED, page, lab)
 

@@ -14,7 +14,18 @@ from temporalio.exceptions import ApplicationError
 
 from orderflow.devstack import free_port
 from orderflow.errors import CarrierRejected
-from orderflow.notebook import FaultCounter, OrderConsole, StackError, start_stack, stripped
+from orderflow.models import OrderResult, OrderState, PaymentState
+from orderflow.notebook import (
+    FaultCounter,
+    OrderConsole,
+    ReorderedOrderWorkflow,
+    Reply,
+    StackError,
+    as_table,
+    replay_failure_sentence,
+    start_stack,
+    stripped,
+)
 
 NOTEBOOKS = sorted(Path(__file__).parents[1].joinpath("notebooks").glob("*.ipynb"))
 IDS = [p.stem for p in NOTEBOOKS]
@@ -178,8 +189,11 @@ async def test_console_follows_its_order_and_says_when_the_stack_is_gone():
         assert all(b.disabled for b in (console.start, console.approve, console.cancel, console.update_address))
         assert "ended cancelled" in console.panel.value and ended.reason in console.panel.value
         assert "0.0 s left" not in console.panel.value
+        # A greyed-out button cannot answer a click, so the panel and its tooltip say why.
+        assert "<b>Update address</b>: the order has ended: cancelled" in console.panel.value
+        assert console.update_address.tooltip == "greyed out: the order has ended: cancelled"
 
-        assert console.renew_if_missed_review()
+        assert console.renew_if_too_late()
         assert console.order_id.value != first_id
         assert console.payment_id.value == f"pay-{console.order_id.value}"
         assert not console.start.disabled and console.status is None
@@ -187,3 +201,73 @@ async def test_console_follows_its_order_and_says_when_the_stack_is_gone():
         await stack.stop()
     reply = await console.press(console.start)
     assert not reply.ok and "stack was stopped" in reply.text, reply
+
+
+async def test_an_order_that_shipped_before_its_address_changed_gets_a_new_one(capsys):
+    """Notebook 02's stumble: a learner presses Start and Approve, the order ships, and Update
+    address is greyed out. The cell that follows must carry on (a new order), and its summary
+    line gives every answer to the button, not only the last one."""
+    stack = await start_stack()
+    try:
+        console = OrderConsole(stack, prefix="stumble", address="1 Old Road")
+        first_id = console.order_id.value
+        await console.press(console.start)
+        await console.wait_for("awaiting_review")
+        await console.press(console.approve)
+        ended = await console.wait_for("terminal")
+        assert ended.state.value == "shipped", ended
+        assert await console.press(console.update_address) is None
+        assert (
+            "Update address: not pressed, the button is disabled (the order has ended: shipped)"
+            in capsys.readouterr().out
+        )
+        assert not console.renew_if_too_late()  # approved: not too late for the order itself
+        assert console.renew_if_too_late(console.update_address)
+        assert f"order {first_id} ended shipped before Update address was accepted" in capsys.readouterr().out
+        assert console.order_id.value != first_id and not console.start.disabled
+
+        await console.press(console.start)
+        await console.wait_for("awaiting_review")
+        console.address.value = "742 Evergreen Terrace"
+        await console.press(console.update_address)
+        assert not console.renew_if_too_late(console.update_address)  # running, and accepted
+        console.replies.append(Reply("Update address", console.current_id, False, "it has already ended", refused=True))
+        assert console.answers(console.update_address).startswith("✓ address updated"), console.replies
+        assert console.answers(console.update_address).endswith("; refused: it has already ended")
+        assert console.answers(console.cancel) == "not pressed"
+    finally:
+        await stack.stop()
+
+
+async def test_the_replay_lesson_shows_the_sentence_that_matters():
+    """Notebook 06 prints the nondeterminism error's own sentence, not a 300-character dump."""
+    from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
+
+    from orderflow.workflows import ShippingWorkflow
+    from tests.helpers import HISTORIES, load_history
+
+    replayer = Replayer(
+        workflows=[ReorderedOrderWorkflow, ShippingWorkflow], workflow_runner=UnsandboxedWorkflowRunner()
+    )
+    result = await replayer.replay_workflow(load_history(HISTORIES / "happy_path.json"), raise_on_replay_failure=False)
+    assert replay_failure_sentence(result.replay_failure) == (
+        "NondeterminismError: Nondeterminism error: Activity type of recorded marker 'ReceiveOrder' "
+        "does not match activity type of local activity command 'ValidateOrder'"
+    ), result.replay_failure
+    assert replay_failure_sentence(None) == "no replay failure"
+
+
+def test_a_result_reads_as_a_table_not_a_wrapped_repr():
+    result = OrderResult("o-1", OrderState.SHIPPED, PaymentState.CHARGED, None, 1, 3.25, "1 SDK Street", 7)
+    table = as_table(result)
+    assert table.loc["state", "value"] == "shipped" and table.loc["address", "value"] == "1 SDK Street"
+    assert list(table.index) == [
+        "order_id",
+        "state",
+        "payment",
+        "reason",
+        "shipping_attempts",
+        "elapsed_seconds",
+        "address",
+        "audit_events",
+    ]

@@ -20,8 +20,8 @@ from orderflow.notebook.console import OrderConsole
 from orderflow.notebook.faults import FAULTS, FaultCounter
 from orderflow.notebook.history import history_frame
 from orderflow.notebook.plots import plot_durations, plot_timeline
-from orderflow.notebook.render import STEP_ORDER, Reply, render_replies, render_status, review_deadline
-from orderflow.notebook.replay_lesson import ReorderedOrderWorkflow
+from orderflow.notebook.render import STEP_ORDER, Reply, as_table, render_replies, render_status, review_deadline
+from orderflow.notebook.replay_lesson import ReorderedOrderWorkflow, replay_failure_sentence
 from orderflow.notebook.source import PACKAGE_ROOT, SourceView, show_source
 from orderflow.notebook.stack import QUIET_BEFORE_SHUTDOWN, TEMPORAL_ENV, KernelStack, StackError, new_id, start_stack
 from orderflow.notebook.strip import KEPT_CELL_METADATA, main, strip_notebook, stripped
@@ -40,6 +40,7 @@ __all__ = [
     "Reply",
     "SourceView",
     "StackError",
+    "as_table",
     "history_frame",
     "main",
     "new_id",
@@ -47,6 +48,7 @@ __all__ = [
     "plot_timeline",
     "render_replies",
     "render_status",
+    "replay_failure_sentence",
     "review_deadline",
     "run_batch",
     "show_source",

@@ -14,7 +14,7 @@ from orderflow import order_client
 from orderflow.errors import OrderflowError
 from orderflow.models import OrderRequest, OrderResult, OrderState, OrderStatus
 from orderflow.notebook.faults import FAULTS
-from orderflow.notebook.render import Reply, render_replies, render_status
+from orderflow.notebook.render import Reply, render_disabled, render_replies, render_status, reply_line
 from orderflow.notebook.stack import KernelStack, StackError, new_id
 
 
@@ -126,23 +126,29 @@ class OrderConsole:
         await self.refresh()
         return current
 
-    def last_reply(self, button: widgets.Button) -> Reply | None:
-        """The latest answer to ``button`` for the current order (whoever pressed it)."""
-        own = [r for r in self.replies if r.button == button.description and r.order_id == self.current_id]
-        return own[-1] if own else None
+    def answers(self, button: widgets.Button) -> str:
+        """Every answer to ``button`` for the current order, oldest first, in words:
+        "✓ address updated ...; refused: it has already ended"."""
+        own = [reply_line(r) for r in self.replies if r.button == button.description and r.order_id == self.current_id]
+        return "; ".join(own) or "not pressed"
 
-    def renew_if_missed_review(self) -> bool:
-        """If the current order ended before anyone approved it (its review deadline passed while
-        you read, say), take a new order id, and with it a new payment id. True if it did."""
+    def renew_if_too_late(self, button: widgets.Button | None = None) -> bool:
+        """Take a new order id (and with it a new payment id) if the current order has ended
+        before it could be used: before anyone approved it (its review deadline passed while you
+        read, say) or, given ``button``, before a press of that button was accepted (you pressed
+        Approve first and the order shipped before Update address). True if it did."""
         status = self.status
-        if status is not None and status.terminal and not status.approved:
-            print(
-                f"order {self.current_id} ended {status.state.value} before approval "
-                f"({status.reason}); using a new order id"
-            )
-            self.new_order()
-            return True
-        return False
+        if status is None or not status.terminal:
+            return False
+        if not status.approved:
+            why = f"before approval ({status.reason})"
+        elif button is not None and not self.accepted(button):
+            why = f"before {button.description} was accepted"
+        else:
+            return False
+        print(f"order {self.current_id} ended {status.state.value} {why}; using a new order id")
+        self.new_order()
+        return True
 
     def new_order(self) -> None:
         """A new order id (and with it a new payment id); Start is enabled again."""
@@ -218,6 +224,14 @@ class OrderConsole:
         self.approve.disabled = not (running and awaiting) or "Approve" in self._busy
         self.cancel.disabled = not running or "Cancel" in self._busy
         self.update_address.disabled = not running or "Update address" in self._busy
+        for button in self._buttons().values():  # a disabled button cannot answer a click: say why on hover
+            button.tooltip = f"greyed out: {self._why_disabled(button)}" if button.disabled else None
+
+    def _disabled_reasons(self) -> dict[str, str]:
+        """Why each greyed-out button is greyed out, once there is an order to act on."""
+        if not self.started:
+            return {}
+        return {name: self._why_disabled(b) for name, b in self._buttons().items() if b.disabled}
 
     # -- the panel -----------------------------------------------------------------------------
     async def refresh(self) -> OrderStatus | None:
@@ -249,5 +263,7 @@ class OrderConsole:
         else:
             body = render_status(self.status, self.request, self.result, self.replies)
         notes = "".join(f"<div style='color:#a15c00'>{html.escape(n)}</div>" for n in self._notes[-2:])
-        self.panel.value = f"<div class='orderflow-status'>{body}{notes}<div style='color:#555'>{html.escape(FAULTS.summary())}</div></div>"
+        disabled = render_disabled(self._disabled_reasons())
+        faults = f"<div style='color:#555'>{html.escape(FAULTS.summary())}</div>"
+        self.panel.value = f"<div class='orderflow-status'>{body}{notes}{disabled}{faults}</div>"
         self.log.value = render_replies(self.replies)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
+from enum import Enum
+
+import pandas as pd
 
 from orderflow.models import OrderRequest, OrderResult, OrderState, OrderStatus
 
@@ -21,6 +24,34 @@ class Reply:
     ok: bool
     text: str
     refused: bool = False
+
+
+def as_table(record) -> pd.DataFrame:
+    """A dataclass (an ``OrderResult``, an ``OrderStatus``'s scalars) as a field / value table:
+    easier to read than its one-line repr, which the browser wraps mid-word."""
+    rows = []
+    for f in fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, Enum):
+            value = value.value
+        if isinstance(value, (str, int, float, bool)) or value is None:
+            rows.append((f.name, value))
+    return pd.DataFrame(rows, columns=["field", "value"]).set_index("field")
+
+
+def reply_line(reply: Reply) -> str:
+    """One answer in words: "✓ address updated", "refused: it has already ended"."""
+    if reply.ok:
+        return f"✓ {reply.text}"
+    return f"{'refused' if reply.refused else 'error'}: {reply.text}"
+
+
+def render_disabled(reasons: dict[str, str]) -> str:
+    """Why the greyed-out buttons are greyed out (a disabled button cannot answer a click)."""
+    if not reasons:
+        return ""
+    parts = "; ".join(f"<b>{html.escape(name)}</b>: {html.escape(why)}" for name, why in reasons.items())
+    return f"<div class='orderflow-disabled' style='color:#555'>greyed out: {parts}</div>"
 
 
 def render_replies(replies: list[Reply]) -> str:
@@ -92,7 +123,8 @@ def render_status(
         f"<tr><td>{html.escape(name)}</td><td>{s.state}</td><td>{s.attempts}</td><td>{s.failures}</td><td>{s.timeouts}</td></tr>"
         for name, s in steps
     )
-    errors = "<br>".join(html.escape(e) for e in status.recent_errors[-3:]) or "none"
+    # Every error the workflow keeps (its last ten, the shipping child's included), newest last.
+    errors = "<br>".join(html.escape(e) for e in status.recent_errors) or "none"
     return (
         f"<b>{html.escape(status.order_id)}</b>: <b class='orderflow-state'>{state}</b> (step {html.escape(status.step)}), "
         f"payment {status.payment.value}, {html.escape(status.shipping)}<br>{clock}"

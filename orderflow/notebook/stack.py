@@ -214,6 +214,7 @@ async def start_stack(temporal_address: str | None = None) -> KernelStack:
         return _LIVE
     install_fault_counter()
     quiet_known_sdk_warnings()
+    pd.set_option("display.max_colwidth", 200)  # refusals and reasons in full, not cut at 50 characters
     tag = os.urandom(3).hex()
     address = temporal_address or notebook_temporal_address()
     # A server you name is reached with your connection settings (profile, TLS, API key); the

@@ -248,6 +248,8 @@ class OrderWorkflow:
                 total.failures += stats.failures
                 total.timeouts += stats.timeouts
                 total.state = stats.state
+            for message in result.errors:  # state only, no command: older histories replay the same
+                self.steps.error(message)
             self.trail.adopt(result.events)
             if result.dispatched:
                 self._dispatched(result)

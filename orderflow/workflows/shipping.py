@@ -121,6 +121,7 @@ class ShippingWorkflow:
             steps=dict(self.steps.stats),
             events=list(self.trail.events),
             out_of_time=out_of_time,
+            errors=list(self.steps.errors),
         )
 
     # -- messages from the parent: held while a step runs (gate.Gate) ----------------------
