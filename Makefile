@@ -21,7 +21,7 @@ dev: install
 	$(BIN)/orderflow dev
 
 test: install setup lint
-	$(BIN)/python -m pytest --nbmake tests notebooks
+	$(BIN)/python -m pytest --nbmake --durations=15 tests notebooks
 
 lint: install
 	$(BIN)/ruff check orderflow tests notebooks
