@@ -59,6 +59,7 @@ async def test_happy_path_ships_and_charges_once(stack, scripted):
     )
     assert status.steps["prepare"].timeouts == 1
     assert "charge: Forced failure for testing" in status.recent_errors
+    assert "prepare: attempt 1 timed out" in status.recent_errors  # the shipping child's, reported by the order
     view = db_view(stack, order_id)
     assert view["order"]["state"] == "shipped"
     assert [(p["status"], p["amount"]) for p in view["payments"]] == [("charged", 3)]
