@@ -25,7 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from orderflow.config import Settings
     from orderflow.db.repository import Repository
     from orderflow.errors import OrderNotFound
-    from orderflow.worker import WORKFLOW_RUNNER, worker_runner
+    from orderflow.worker import WORKFLOW_RUNNER, build_workers, worker_runner
     from tests.helpers import new_id
 
 SLOW_GATE = timedelta(seconds=2)
@@ -46,26 +46,19 @@ class SlowGateOrderWorkflow(OrderWorkflow):
 
 
 async def run_orders(client, dev_server, sqlite_url, *scenarios):
-    """Run each scenario (order_id, handle, repo) against its own order on a worker of
-    SlowGateOrderWorkflow; return each order's history."""
+    """Run each scenario (an async function of the order's handle) against an order of its own,
+    on an orders worker of SlowGateOrderWorkflow; replay each history; return them."""
     settings = Settings(temporal_address=dev_server.address, db_url=sqlite_url).with_own_queues("gate")
     repo = Repository.from_url(sqlite_url)
-    orders_acts, shipping_acts = all_activities(repo)
-    runner = worker_runner()
+    orders_acts, _ = all_activities(repo)
     orders = Worker(
         client,
         task_queue=settings.orders_task_queue,
         workflows=[SlowGateOrderWorkflow],
         activities=orders_acts,
-        workflow_runner=runner,
+        workflow_runner=worker_runner(),
     )
-    shipping = Worker(
-        client,
-        task_queue=settings.shipping_task_queue,
-        workflows=[ShippingWorkflow],
-        activities=shipping_acts,
-        workflow_runner=runner,
-    )
+    (shipping,) = build_workers(client, repo, settings, kinds=("shipping",))  # the product's shipping worker
     histories = []
     try:
         async with orders, shipping:

@@ -57,15 +57,10 @@ def render_disabled(reasons: dict[str, str]) -> str:
 def render_replies(replies: list[Reply]) -> str:
     lines = []
     for r in replies[-8:]:
-        if r.ok:
-            mark, color = "✓", "#1a7f37"
-        elif r.refused:
-            mark, color = "refused:", "#a15c00"
-        else:
-            mark, color = "error:", "#c62828"
+        color = "#1a7f37" if r.ok else "#a15c00" if r.refused else "#c62828"
         lines.append(
             f"<div class='orderflow-reply' style='color:{color}'><b>{html.escape(r.button)}</b> "
-            f"({html.escape(r.order_id)}) {mark} {html.escape(r.text)}</div>"
+            f"({html.escape(r.order_id)}) {html.escape(reply_line(r))}</div>"
         )
     return "".join(lines)
 
