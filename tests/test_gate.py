@@ -1,6 +1,6 @@
 """The gate (orderflow/workflows/gate.py) on the real dev server: while its timer runs after a
-step, an Update is accepted at once (not refused Busy) and a signal is still held; the history
-replays. The gate's timer is stretched to 2 s here so that "while it runs" can be hit on purpose
+step, an Update is accepted at once (not refused Busy) and opens the gate, and a signal is still
+held; the history replays. The gate's timer is stretched to 2 s here so that "while it runs" can be hit on purpose
 (it is 1 ms in the product); scripted draws make every flaky call succeed."""
 
 from __future__ import annotations
@@ -98,15 +98,28 @@ def first(history, event_type, name: str | None = None) -> int:
     raise AssertionError(f"no {EventType.Name(event_type)} {name or ''} in the history")
 
 
-async def test_an_update_is_accepted_while_the_gate_timer_runs(client, dev_server, sqlite_url, scripted):
+async def test_an_update_is_accepted_while_the_gate_timer_runs_and_opens_the_gate(
+    client, dev_server, sqlite_url, scripted
+):
     async def approve_at_once(handle):
         # No retry here: a Busy refusal would raise WorkflowUpdateFailedError.
         assert await handle.execute_update(OrderWorkflow.approve) == "approved"
 
     (history,) = await run_orders(client, dev_server, sqlite_url, approve_at_once)
+    started = first(history, EventType.EVENT_TYPE_TIMER_STARTED)  # the gate's timer, before the review
     accepted = first(history, EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED, "approve")
-    fired = first(history, EventType.EVENT_TYPE_TIMER_FIRED)  # the gate's timer, before the review
-    assert accepted < fired, (accepted, fired)
+    cancelled = first(history, EventType.EVENT_TYPE_TIMER_CANCELED)
+    assert started < accepted < cancelled, (started, accepted, cancelled)
+    fired = [e.event_id for e in history.events if e.event_type == EventType.EVENT_TYPE_TIMER_FIRED]
+    assert fired == [], f"the gate waited for its timer although an Update opened it: {fired}"
+    # The charge runs in the workflow task that accepted the approval, not one task later.
+    charged = first_after(history, EventType.EVENT_TYPE_MARKER_RECORDED, accepted)
+    next_task = first_after(history, EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, accepted)
+    assert charged < next_task, (accepted, charged, next_task)
+
+
+def first_after(history, event_type, after: int) -> int:
+    return next(e.event_id for e in history.events if e.event_type == event_type and e.event_id > after)
 
 
 async def test_a_held_signal_keeps_updates_out_until_the_gate_opens(client, dev_server, sqlite_url, scripted):

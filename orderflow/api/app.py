@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orderflow import metrics
 from orderflow.admission import Admission
+from orderflow.api.review_watch import ReviewWatch
 from orderflow.api.routes import error_response, health_router, orders_router
 from orderflow.api.server import EmbeddedServer, serve_until_cancelled
 from orderflow.config import Settings
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.repo = Repository.from_url(settings.db_url)
         app.state.client = None
         app.state.admission = Admission(settings)
+        app.state.review_watch = ReviewWatch(app.state.repo.order_states)
         yield
         app.state.repo.engine.dispose()
 

@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from orderflow import metrics, order_client
 from orderflow.api.answers import COMMAND_TIMEOUT, admit_and_start, http_error, order_status, temporal_reachable
+from orderflow.api.review_watch import ReviewWatch
 from orderflow.api.schemas import (
     ID_REGEX,
     Accepted,
@@ -120,18 +121,18 @@ async def approve(order_id: OrderId, client: TemporalClient) -> Accepted:
 
 
 @orders_router.get("/{order_id}/review", response_model=Review, responses={404: {}, 409: {}, 504: {}})
-async def review(order_id: OrderId, client: TemporalClient, db: Database) -> Review:
+async def review(order_id: OrderId, request: Request, client: TemporalClient) -> Review:
     """A reviewer's long poll: answers once the order awaits review (approve it now) or has
     moved past it (approved, cancelled, ended), within the order's budget."""
-    state = await reviewed_state(client, db, order_id)
+    state = await reviewed_state(client, request.app.state.review_watch, order_id)
     return Review(order_id=order_id, state=state.value, awaiting_review=state == OrderState.AWAITING_REVIEW)
 
 
 BEFORE_REVIEW = {OrderState.STARTED.value, OrderState.RECEIVED.value, OrderState.VALIDATED.value}
-REVIEW_POLL_SECONDS = 0.05
+DESCRIBE_EVERY = 20  # reads (REVIEW_POLL_SECONDS each): once a second, is the order still running?
 
 
-async def reviewed_state(client: Client, db: Repository, order_id: str) -> OrderState:
+async def reviewed_state(client: Client, watch: ReviewWatch, order_id: str) -> OrderState:
     """The order's state once it is past validation, read from the database: the validate step
     persists ``awaiting_review`` with its success. Polling the database costs no workflow task;
     an Update sent while a step runs is refused Busy and sent again, a workflow task on the
@@ -141,21 +142,19 @@ async def reviewed_state(client: Client, db: Repository, order_id: str) -> Order
     polls = 0
     while True:
         try:
-            row = await asyncio.to_thread(db.get_order, order_id)
-        except OrderNotFound:
-            row = None  # the receive step writes the row; an order can be a moment older than it
+            state = await watch.next_state(order_id)  # None: the receive step has not written the row yet
         except SQLAlchemyError as err:
             raise HTTPException(503, f"order {order_id}: the app database is unreachable") from err
-        if row is not None and row["state"] not in BEFORE_REVIEW:
-            return OrderState(row["state"])
-        if polls % 20 == 0:  # at first, then once a second: is there such an order, still running?
-            running = await command(order_client.describe(client, order_id), order_id)  # 404 if never started
+        if state is not None and state not in BEFORE_REVIEW:
+            return OrderState(state)
+        # With no row yet, is there such an order (404 if not)? Then once a second: still running?
+        if (polls == 0 and state is None) or (polls and polls % DESCRIBE_EVERY == 0):
+            running = await command(order_client.describe(client, order_id), order_id)
             if running != WorkflowExecutionStatus.RUNNING:
                 raise HTTPException(409, f"order {order_id}: it has ended without reaching review")
         if loop.time() > deadline:
             raise HTTPException(504, f"order {order_id}: not past validation within {COMMAND_TIMEOUT:g} s")
         polls += 1
-        await asyncio.sleep(REVIEW_POLL_SECONDS)
 
 
 @orders_router.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
@@ -11,6 +12,15 @@ from orderflow.devstack import ProcessStack
 from orderflow.worker import WORKFLOW_RUNNER
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 
+CLOSE_EVENTS = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+}
+
 
 async def histories_of(client: Client, stack: ProcessStack, admitted: list[str]) -> list[WorkflowHistory]:
     """Every order's history and every shipment's (the children, found by their task queue)."""
@@ -19,6 +29,14 @@ async def histories_of(client: Client, stack: ProcessStack, admitted: list[str])
     async for execution in client.list_workflows(query):
         found.append(await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history())
     return found
+
+
+def start_to_close(history: WorkflowHistory) -> float | None:
+    """Seconds from the workflow's start to its close, by Temporal's own event times (None: still open)."""
+    first, last = history.events[0], history.events[-1]
+    if last.event_type not in CLOSE_EVENTS:
+        return None
+    return (last.event_time.ToDatetime() - first.event_time.ToDatetime()).total_seconds()
 
 
 def workflow_type(history: WorkflowHistory) -> str:

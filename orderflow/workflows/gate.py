@@ -18,15 +18,21 @@ validator runs in a later workflow task than the one whose completion started th
 same activation, the SDK runs validators before the workflow code resumes from a step's result,
 so a validator that sees "timer started" is in a task after it, live and on replay alike, and
 the Update's events come after the timer's. (Validators do not run on replay; a refused Update
-leaves nothing to replay.) Signals still wait for the timer: a signal is replayed in its own
-task, where the live run may not yet have seen the step's result. Measured: an approval sent
-when the database says "awaiting review" was refused Busy about twice per order at 6 orders/s
-(the timer fired a median 0.26 s after it started), each refusal a workflow task on the server
-and the worker (docs/performance.md#the-gate-timer-window).
+leaves nothing to replay.) Measured: an approval sent when the database says "awaiting review"
+was refused Busy about twice per order at 6 orders/s (the timer fired a median 0.26 s after it
+started), each refusal a workflow task on the server and the worker
+(docs/performance.md#the-gate-timer-window).
+
+Such an Update opens the gate at once: its UpdateAccepted event is a history event after the
+step's result, as TimerFired is, so the workflow goes on in that task (the timer is cancelled)
+instead of waiting one more workflow task for TimerFired. An approval is then charged in the
+task that accepts it. Signals still wait for the timer or an Update: a signal is replayed in its
+own task, where the live run may not yet have seen the step's result.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -42,16 +48,18 @@ class Gate:
     """Lets messages in between steps only.
 
     ``close()`` when a step starts (StepRunner does it). ``await open()`` after it: a 1 ms
-    timer (or, with ``after_history_event=True``, the caller just awaited one itself, such as
-    a child workflow's start), then the held signals are applied in the order they came.
-    Update validators call ``refusal()`` (Updates may enter while the timer runs, see the module
-    docstring); signal handlers call ``hold_or_apply()``.
+    timer, or an Update accepted while it runs (or, with ``after_history_event=True``, the
+    caller just awaited a history event itself, such as a child workflow's start); then the
+    held signals are applied in the order they came. Update validators call ``refusal()``, and
+    Update handlers ``update_entered()`` first thing (see the module docstring); signal handlers
+    call ``hold_or_apply()``.
     """
 
     def __init__(self, timer: timedelta = GATE_TIMER) -> None:
         self.closed = False
         self.timer = timer
         self._timer_started = False  # the code has seen the step's result; the gate's timer runs
+        self._update_entered = False  # an Update was accepted while the timer ran
         self._held: list[Callable[[], None]] = []
 
     def close(self) -> None:
@@ -62,6 +70,11 @@ class Gate:
         if not self.closed or (self._timer_started and not self._held):
             return None
         return BUSY
+
+    def update_entered(self) -> None:
+        """An Update handler's first call: accepted while the timer runs, it opens the gate now."""
+        if self._timer_started:
+            self._update_entered = True
 
     def hold_or_apply(self, effect: Callable[[], None]) -> None:
         """A signal's effect: now if the gate is open, else when it opens."""
@@ -74,13 +87,19 @@ class Gate:
         if not self.closed:
             return
         if not after_history_event:
-            # workflow.sleep: a durable timer (TimerStarted, then TimerFired in the history); here
-            # its event is the point where live and replayed runs line up again.
+            # A durable timer (TimerStarted, then TimerFired in the history), or an Update's
+            # acceptance, whichever comes first: a history event, the point where live and
+            # replayed runs line up again. wait_condition's timeout is the timer; it is
+            # cancelled (TimerCanceled) when an Update comes first.
             self._timer_started = True
             try:
-                await workflow.sleep(self.timer, summary="between steps: let messages in")
+                await workflow.wait_condition(
+                    lambda: self._update_entered, timeout=self.timer, timeout_summary="between steps: let messages in"
+                )
+            except asyncio.TimeoutError:
+                pass  # the timer fired first: the usual way the gate opens
             finally:
-                self._timer_started = False
+                self._timer_started = self._update_entered = False
         self.closed = False
         self.drain()
 

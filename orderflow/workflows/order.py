@@ -524,6 +524,7 @@ class OrderWorkflow:
     # handler runs and its return value (or error) is the caller's answer.
     @workflow.update(name=Update.APPROVE)
     def approve(self) -> str:
+        self.steps.gate.update_entered()  # every handler first: accepted while the gate's timer ran, it opens the gate
         self._approve()
         return "approved"
 
@@ -534,6 +535,7 @@ class OrderWorkflow:
     @workflow.update(name=Update.CANCEL)
     async def cancel(self, reason: str = "") -> str:
         """Answers once the outcome is known: cancelled (and refunded), or dispatched first."""
+        self.steps.gate.update_entered()
         self._request_cancel(reason)
         await workflow.wait_condition(lambda: self.ended or self.dispatched_to is not None)
         if self.dispatched_to is not None:
@@ -554,6 +556,7 @@ class OrderWorkflow:
     async def update_address(self, new_address: str) -> str:
         """Before shipping: adopted at once. During shipping: answers once the parcel is
         dispatched (to this address, or too late) or the order ends."""
+        self.steps.gate.update_entered()
         self._adopt_address(new_address)
         if self.state != OrderState.SHIPPING:
             return "address updated"
@@ -580,6 +583,7 @@ class OrderWorkflow:
     @workflow.update(name=Update.WAIT_FOR_REVIEW)
     async def wait_for_review(self) -> OrderState:
         """Return once the order awaits review or has moved past it: a reviewer's long poll."""
+        self.steps.gate.update_entered()
         await workflow.wait_condition(lambda: self.review_open or self.ended)
         return self.state
 
