@@ -13,6 +13,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
+from orderflow import order_client
 from orderflow.config import Settings
 from orderflow.db import migrate
 from orderflow.devstack import ProcessStack, free_port, spawn_orderflow
@@ -312,3 +313,55 @@ def test_the_review_long_poll_answers_from_the_database_without_an_update(http, 
 def test_review_of_an_unknown_order_is_404(http):
     answer = http.get("/orders/never-started-1/review")
     assert answer.status_code == 404 and "not found" in answer.json()["error"], answer.text
+
+
+async def test_a_fourth_press_of_the_same_button_is_a_429_and_sends_nothing(tmp_path, monkeypatch):
+    """Three address changes of one order may wait for their answers at once (during shipping a
+    second change is legitimate); a fourth is answered 429 at once, with nothing sent to Temporal.
+    Other orders and other buttons are not affected. Temporal is scripted: each change waits."""
+    import asyncio
+
+    from orderflow.api import create_app
+    from orderflow.api.routes import temporal
+
+    sent: list[tuple[str, str]] = []
+    release = asyncio.Event()
+
+    async def slow_update_address(_client, order_id: str, new_address: str) -> str:
+        sent.append((order_id, new_address))
+        await release.wait()
+        return "address updated"
+
+    async def quick_cancel(_client, order_id: str, _reason: str = "") -> str:
+        sent.append((order_id, "cancel"))
+        return "order cancelled"
+
+    monkeypatch.setattr(order_client, "update_address", slow_update_address)
+    monkeypatch.setattr(order_client, "cancel", quick_cancel)
+    db_url = f"sqlite:///{tmp_path / 'presses.db'}"
+    migrate.upgrade(db_url)
+    app = create_app(Settings(db_url=db_url))
+    app.dependency_overrides[temporal] = lambda: None
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+
+            def change(order_id: str, n: int):
+                body = {"new_address": f"{n} Spam Road"}
+                return asyncio.create_task(http.post(f"/orders/{order_id}/signals/update-address", json=body))
+
+            waiting = [change("o1", n) for n in range(3)]
+            while len(sent) < 3:
+                await asyncio.sleep(0.01)
+            fourth = await http.post("/orders/o1/signals/update-address", json={"new_address": "4 Spam Road"})
+            assert fourth.status_code == 429 and fourth.headers["retry-after"] == "1", fourth.text
+            assert "3 update-address commands for it are still being answered; nothing was sent" in fourth.text
+            assert ("o1", "4 Spam Road") not in sent
+            other_order = change("o2", 9)  # another order's place is its own
+            cancel = await http.post("/orders/o1/signals/cancel", json={"reason": "x"})  # another button
+            assert cancel.status_code == 202, cancel.text
+            release.set()
+            answers = await asyncio.gather(*waiting, other_order)
+            assert [a.status_code for a in answers] == [202] * 4
+            again = await http.post("/orders/o1/signals/update-address", json={"new_address": "5 Spam Road"})
+            assert again.status_code == 202, again.text  # the places were given back

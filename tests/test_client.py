@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from orderflow import order_client
+from orderflow.order_client import commands
 
 
 def rpc_error(status: RPCStatusCode, message: str, detail: Any = None) -> RPCError:
@@ -169,6 +170,24 @@ async def test_an_aborted_update_is_sent_again_under_the_same_id():
     handle = ScriptedHandle(aborted, Outcome("approved"))
     assert await order_client.send_update(handle, "approve") == "approved"  # type: ignore[arg-type]
     assert len({call["id"] for call in handle.calls}) == 1 and len(handle.calls) == 2
+
+
+async def test_an_update_aborted_again_and_again_is_sent_less_and_less_often(monkeypatch):
+    """A failing storm saw 3322 aborts in 10 s: a fixed 50 ms pause made each held Update 20 calls a
+    second. The pauses double up to a second; the same id throughout."""
+    aborted = rpc_error(RPCStatusCode.UNAVAILABLE, "workflow update was aborted")
+    pauses: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def record(seconds: float) -> None:
+        pauses.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(commands.asyncio, "sleep", record)
+    handle = ScriptedHandle(*[aborted] * 7, Outcome("approved"))
+    assert await order_client.send_update(handle, "approve") == "approved"  # type: ignore[arg-type]
+    assert pauses == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+    assert len({call["id"] for call in handle.calls}) == 1 and len(handle.calls) == 8
 
 
 async def test_an_outcome_poll_aborted_is_polled_again():

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orderflow import metrics
 from orderflow.admission import Admission
+from orderflow.api.presses import Presses
 from orderflow.api.review_watch import ReviewWatch
 from orderflow.api.routes import error_response, health_router, orders_router
 from orderflow.api.server import EmbeddedServer, serve_until_cancelled
@@ -53,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.client = None
         app.state.admission = Admission(settings)
         app.state.review_watch = ReviewWatch(app.state.repo.order_states)
+        app.state.presses = Presses()
         yield
         app.state.repo.engine.dispose()
 

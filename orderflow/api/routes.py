@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 
 from orderflow import metrics, order_client
 from orderflow.api.answers import COMMAND_TIMEOUT, admit_and_start, http_error, order_status, temporal_reachable
+from orderflow.api.presses import Presses
 from orderflow.api.review_watch import ReviewWatch
 from orderflow.api.schemas import (
     ID_REGEX,
@@ -64,6 +65,11 @@ async def temporal(request: Request) -> Client:
         except Exception as err:
             raise HTTPException(503, f"Temporal is unreachable at {state.settings.temporal_address}: {err}") from err
     return state.client
+
+
+def presses(request: Request) -> Presses:
+    """The API process's count of commands in flight per order (api/presses.py)."""
+    return request.app.state.presses
 
 
 def repo(request: Request) -> Repository:
@@ -114,10 +120,11 @@ async def start(
 
 
 @orders_router.post(
-    "/{order_id}/signals/approve", status_code=202, response_model=Accepted, responses={404: {}, 409: {}}
+    "/{order_id}/signals/approve", status_code=202, response_model=Accepted, responses={404: {}, 409: {}, 429: {}}
 )
-async def approve(order_id: OrderId, client: TemporalClient) -> Accepted:
-    return Accepted(order_id=order_id, result=await command(order_client.approve(client, order_id), order_id))
+async def approve(order_id: OrderId, request: Request, client: TemporalClient) -> Accepted:
+    with presses(request).press(order_id, "approve"):
+        return Accepted(order_id=order_id, result=await command(order_client.approve(client, order_id), order_id))
 
 
 @orders_router.get("/{order_id}/review", response_model=Review, responses={404: {}, 409: {}, 504: {}})
@@ -158,21 +165,30 @@ async def reviewed_state(client: Client, watch: ReviewWatch, order_id: str) -> O
 
 
 @orders_router.post(
-    "/{order_id}/signals/cancel", status_code=202, response_model=Accepted, responses={404: {}, 409: {}}
+    "/{order_id}/signals/cancel", status_code=202, response_model=Accepted, responses={404: {}, 409: {}, 429: {}}
 )
-async def cancel(order_id: OrderId, client: TemporalClient, body: CancelBody | None = None) -> Accepted:
+async def cancel(
+    order_id: OrderId, request: Request, client: TemporalClient, body: CancelBody | None = None
+) -> Accepted:
     """Answers once the outcome is known: cancelled (and refunded), or 409 if the parcel left first."""
     reason = body.reason if body else ""
-    return Accepted(order_id=order_id, result=await command(order_client.cancel(client, order_id, reason), order_id))
+    with presses(request).press(order_id, "cancel"):
+        return Accepted(
+            order_id=order_id, result=await command(order_client.cancel(client, order_id, reason), order_id)
+        )
 
 
 @orders_router.post(
-    "/{order_id}/signals/update-address", status_code=202, response_model=Accepted, responses={404: {}, 409: {}}
+    "/{order_id}/signals/update-address",
+    status_code=202,
+    response_model=Accepted,
+    responses={404: {}, 409: {}, 429: {}},
 )
-async def update_address(order_id: OrderId, body: AddressBody, client: TemporalClient) -> Accepted:
+async def update_address(order_id: OrderId, body: AddressBody, request: Request, client: TemporalClient) -> Accepted:
     """Before shipping: adopted at once. During shipping: answers once the parcel was dispatched to
     the new address, or 409 if it went to the old one first."""
-    result = await command(order_client.update_address(client, order_id, body.new_address), order_id)
+    with presses(request).press(order_id, "update-address"):
+        result = await command(order_client.update_address(client, order_id, body.new_address), order_id)
     return Accepted(order_id=order_id, result=result)
 
 
