@@ -28,7 +28,6 @@ class ReviewWatch:
     def __init__(self, read_states: ReadStates, interval: float = REVIEW_POLL_SECONDS) -> None:
         self.read_states = read_states
         self.interval = interval
-        self.reads = 0  # database reads so far (tests count them)
         self._waiting: dict[str, list[asyncio.Future[str | None]]] = {}
         self._task: asyncio.Task[None] | None = None
 
@@ -43,7 +42,6 @@ class ReviewWatch:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, {}
-                self.reads += 1
                 try:
                     states = await asyncio.to_thread(self.read_states, list(batch))
                 except Exception as err:  # noqa: BLE001 - every waiter of this read gets the error
