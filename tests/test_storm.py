@@ -9,9 +9,12 @@ assertion below is one of those. The full storm: `orderflow storm` (80 orders at
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from orderflow.bench.storm import render, run_storm
+from orderflow.bench.storm_checks import Answer, untrue_answers
 
 
 @pytest.mark.parametrize("database", ["sqlite", pytest.param("mysql", marks=pytest.mark.mysql)])
@@ -27,3 +30,20 @@ async def test_a_command_storm_leaves_every_order_consistent(tmp_path, request, 
     assert report.over_budget == []
     assert report.plans.keys() == {"spam", "approve_and_cancel", "cancel_after_approve", "duplicate_start", "plain"}
     assert int(report.http_statuses.get("409", 0)) > 0  # the storm did press where the buttons refuse
+
+
+def test_a_late_approval_refusal_is_true_only_of_an_unapproved_order_cancelled_after_its_deadline():
+    """The storm's checker: "the manual review deadline passed at T" (a 409) is true when the
+    order was not approved, ended cancelled, and T is before the answer came."""
+    deadline = datetime(2026, 12, 3, 22, 18, 51, tzinfo=timezone.utc)
+    words = {"error": f"order o-1: the manual review deadline passed at {deadline.isoformat()}"}
+    ended = {"state": "cancelled", "approved": False}
+
+    def untrue(answered_at: datetime, **outcome) -> list[str]:
+        answer = Answer("o-1", "approve", "", 409, words, at=answered_at)
+        return untrue_answers([answer], {"o-1": {**ended, **outcome}})
+
+    assert untrue(deadline + timedelta(seconds=1)) == []
+    assert untrue(deadline + timedelta(seconds=1), approved=True) != []
+    assert untrue(deadline + timedelta(seconds=1), state="shipped") != []
+    assert untrue(deadline - timedelta(seconds=1)) != []

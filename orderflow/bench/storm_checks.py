@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from orderflow import order_client
@@ -20,6 +21,7 @@ class Answer:
     sent: str  # the address sent, for an address change
     status: int
     body: dict[str, Any]
+    at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))  # when the answer came
 
 
 @dataclass
@@ -114,6 +116,8 @@ def untrue_answers(answers: list[Answer], outcome: dict[str, dict[str, Any]]) ->
             check(o["cancel_requested"])
         elif words == "order was already approved":
             check(o["approved"])
+        elif (m := re.fullmatch(r"the manual review deadline passed at (\S+)", words)) is not None:
+            check(not o["approved"] and o["state"] == "cancelled" and datetime.fromisoformat(m[1]) <= a.at)
         elif (m := re.fullmatch(r"order is not awaiting review \(state (\w+)\)", words)) is not None:
             # About the moment it was asked: the state named is one the order went through.
             check(m[1] in {"started", "received", "validated", "approved", "charged", "shipping", "dispatched"})
