@@ -19,7 +19,7 @@ from temporalio.service import RPCError
 
 from orderflow import audit, order_client
 from orderflow.errors import PaymentClosed
-from orderflow.models import OrderState, PaymentState, Signal
+from orderflow.models import OrderState, PaymentState, Signal, StepPolicy
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
 from tests.helpers import new_id
 
@@ -89,10 +89,11 @@ async def agree(stack, order_id: str) -> None:
 
 
 async def test_a_discarded_exhausted_dispatch_stays_failed(stack, scripted, discard_once):
-    """Finding 1: the child used its five dispatch attempts and settled the shipment `failed`;
+    """Finding 1: the child used all its dispatch attempts and settled the shipment `failed`;
     the task was discarded; its re-run drew a success. It must answer the recorded failure,
     not report "Dispatched" for a write it did not make."""
-    scripted.set(DispatchCarrier=[FAIL] * 5)  # then every draw succeeds: a re-run would dispatch
+    # Every dispatch attempt fails, then every draw succeeds: a re-run would dispatch.
+    scripted.set(DispatchCarrier=[FAIL] * StepPolicy().dispatch_attempts)
     fired = discard_once(ShippingWorkflow, "_result")
     order_id, handle = await start(stack, "exhausted")
     assert await order_client.approve_when_ready(handle)

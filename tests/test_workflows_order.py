@@ -13,7 +13,7 @@ from temporalio.exceptions import CancelledError
 
 from orderflow import order_client
 from orderflow.errors import InvalidOrder
-from orderflow.models import Item, OrderState, PaymentState, Signal
+from orderflow.models import Item, OrderState, PaymentState, Signal, StepPolicy
 from orderflow.workflows import OrderWorkflow
 from tests.helpers import new_id, save_history
 
@@ -160,7 +160,7 @@ async def test_address_update_before_dispatch_reaches_the_shipment(stack, script
 async def test_a_change_overtaken_by_a_later_one_that_came_too_late_is_told_where_the_parcel_went(stack, scripted):
     """A later address change that reaches the carrier too late does not make the earlier one
     refused as "superseded" (the parcel went to it): found by notebook 10's presses."""
-    scripted.set(PreparePackage=[HANG] * 4, DispatchCarrier=[HANG] * 3)  # 5 attempts fail a shipment
+    scripted.set(PreparePackage=[HANG] * 4, DispatchCarrier=[HANG] * 3)  # a slow prepare, a slow dispatch
     order_id, handle = await start(stack, "overtaken", address="old street")
     assert await order_client.approve_when_ready(handle)
     await wait_for(stack, order_id, lambda s: s.state == OrderState.SHIPPING)
@@ -179,7 +179,8 @@ async def test_a_change_overtaken_by_a_later_one_that_came_too_late_is_told_wher
 
 
 async def test_dispatch_failure_signals_parent_which_retries(stack, scripted):
-    scripted.set(DispatchCarrier=[FAIL] * 5)  # the first shipment uses up its five dispatch attempts
+    # The first shipment uses up its dispatch attempts.
+    scripted.set(DispatchCarrier=[FAIL] * StepPolicy().dispatch_attempts)
     order_id, handle = await start(stack, "redispatch")
     assert await order_client.approve_when_ready(handle)
     result = await handle.result()
@@ -193,7 +194,7 @@ async def test_dispatch_failure_signals_parent_which_retries(stack, scripted):
 
 
 async def test_shipping_exhausted_refunds_and_fails(stack, scripted):
-    scripted.set(DispatchCarrier=[FAIL] * 25)
+    scripted.set(DispatchCarrier=[FAIL] * StepPolicy().dispatch_attempts * StepPolicy().shipping_attempts)
     order_id, handle = await start(stack, "noship")
     assert await order_client.approve_when_ready(handle)
     result = await handle.result()
