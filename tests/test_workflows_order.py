@@ -284,7 +284,7 @@ def order_in(state: OrderState, reason: str | None = None, **flags) -> OrderWork
     order = object.__new__(OrderWorkflow)
     order.state, order.reason = state, reason
     order.approved, order.cancel_requested = flags.get("approved", False), flags.get("cancel_requested", False)
-    order.review_closes = None  # the review has no deadline yet: workflow.now() needs a running workflow
+    order.review_deadline = None  # the review has no deadline yet: workflow.now() needs a running workflow
     return order
 
 

@@ -108,8 +108,7 @@ class OrderWorkflow:
         self.started = workflow.info().workflow_start_time
         self.deadline = self.started + timedelta(seconds=req.budget_seconds)
         self.work_deadline = self.deadline - timedelta(seconds=self.policy.refund_reserve_seconds)
-        self.review_deadline: str | None = None
-        self.review_closes: datetime | None = None  # after it, an approval is refused
+        self.review_deadline: datetime | None = None  # after it, an approval is refused
         self.audit_events = 0
         self.closing = False
         # What Updates wait for; set only with the gate open (see the module docstring).
@@ -212,8 +211,7 @@ class OrderWorkflow:
         review_deadline = self.work_deadline - timedelta(seconds=self.policy.post_review_reserve_seconds)
         if self.req.review_timeout_seconds is not None:
             review_deadline = min(review_deadline, now + timedelta(seconds=self.req.review_timeout_seconds))
-        self.review_closes = review_deadline
-        self.review_deadline = review_deadline.isoformat()
+        self.review_deadline = review_deadline
         try:
             # wait_condition: sleeps until the predicate holds; it is checked again after every
             # event (a signal or Update applied). The timeout is a durable timer in the history, so
@@ -454,8 +452,8 @@ class OrderWorkflow:
         # timers late under load, and in the task where it does, messages are applied first.
         # workflow.now() is the task's start, from the history: the same live and on replay. (A
         # storm order approved 1.2 s past its deadline had 1.35 s left to ship, and ended at 15.3 s.)
-        if self.review_closes is not None and workflow.now() >= self.review_closes:
-            return f"the manual review deadline passed at {self.review_deadline}"
+        if self.review_deadline is not None and workflow.now() >= self.review_deadline:
+            return f"the manual review deadline passed at {self.review_deadline.isoformat()}"
         return None
 
     def _cancel_refusal(self) -> str | None:
@@ -625,7 +623,7 @@ class OrderWorkflow:
             reason=self.reason,
             deadline=self.deadline.isoformat(),
             seconds_left=left,
-            review_deadline=self.review_deadline,
+            review_deadline=self.review_deadline.isoformat() if self.review_deadline else None,
             steps=steps,
             recent_errors=list(self.steps.errors),
             signals=list(self.signals[-20:]),
