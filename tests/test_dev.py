@@ -375,3 +375,15 @@ async def test_a_worker_waits_for_a_server_that_is_starting(monkeypatch, caplog)
 
 async def _no_sleep(seconds: float) -> None:
     return None
+
+
+def test_a_free_port_is_one_the_kernel_never_gives_an_outgoing_connection():
+    """Chosen below the kernel's ephemeral range, so no client socket can take it between the
+    choice and the server's bind (as one did to `bench --api`'s API port); and it is free."""
+    from orderflow.devstack.processes import _ephemeral_low
+
+    ports = {free_port() for _ in range(20)}
+    assert all(20000 <= port < _ephemeral_low() for port in ports), ports
+    for port in ports:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))

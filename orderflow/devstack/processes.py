@@ -3,6 +3,7 @@ gracefully then killed; free ports and open ports."""
 
 from __future__ import annotations
 
+import random
 import signal
 import socket
 import subprocess
@@ -56,8 +57,33 @@ def spawn_orderflow(
     )
 
 
+# Ports the kernel never hands out on its own (Linux's default ephemeral range starts at 32768).
+_LISTEN_PORTS = range(20000, 32768)
+
+
+def _ephemeral_low(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> int:
+    try:
+        with open(path) as ranges:
+            return int(ranges.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port free now, for a server of ours to listen on, chosen below the kernel's ephemeral
+    range: a port the kernel picked (bind to 0) is one it may give the next outgoing connection
+    too, and once that happened between choosing the API's port and uvicorn binding it
+    ("[Errno 98] address already in use", `orderflow bench --api`, 2026-12-03)."""
+    low = _ephemeral_low()
+    candidates = [port for port in _LISTEN_PORTS if port < low] or list(_LISTEN_PORTS)
+    for port in random.sample(candidates, 50):
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
 
