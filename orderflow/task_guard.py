@@ -38,6 +38,11 @@ by more than the gap between a step's end and the next task could see a real tas
 newer, and refuse it; one whose clock is more than STALE_SECONDS ahead sees every task as stale. So refusals of one run at one history position stop after
 ``REFUSAL_WINDOW`` (the window a query task has before the real task arrives is the 1 s sticky
 timeout plus a poll): a real task is then let through, late but not stuck.
+
+What it cannot see: a query task whose history ends in a workflow task the worker's other poller
+has just started. Its new events then come with that task's newer time, as the task's own would,
+and no field of the activation tells them apart (a MySQL storm left one such history, 2026-12-04:
+tests/histories/core_defect/query_task_split.json, docs/reliability.md).
 """
 
 from __future__ import annotations

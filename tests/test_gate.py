@@ -11,7 +11,7 @@ from datetime import timedelta
 from temporalio import workflow
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Worker
 
 from orderflow.models import OrderRequest, OrderResult, OrderState
 from orderflow.workflows import OrderWorkflow, ShippingWorkflow
@@ -22,10 +22,11 @@ from orderflow.workflows.gate import Gate
 with workflow.unsafe.imports_passed_through():
     from orderflow import order_client
     from orderflow.activities import all_activities
+    from orderflow.bench.replay import replay_histories
     from orderflow.config import Settings
     from orderflow.db.repository import Repository
     from orderflow.errors import OrderNotFound
-    from orderflow.worker import WORKFLOW_RUNNER, build_workers, worker_runner
+    from orderflow.worker import build_workers, worker_runner
     from tests.helpers import new_id
 
 SLOW_GATE = timedelta(seconds=2)
@@ -75,9 +76,8 @@ async def run_orders(client, dev_server, sqlite_url, *scenarios):
                 histories.append(await handle.fetch_history())
     finally:
         repo.engine.dispose()
-    replayer = Replayer(workflows=[SlowGateOrderWorkflow, ShippingWorkflow], workflow_runner=WORKFLOW_RUNNER)
-    for history in histories:
-        assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
+    replay = await replay_histories(histories, workflows=[SlowGateOrderWorkflow, ShippingWorkflow])
+    assert replay["failures"] == 0, replay["first_failures"]
     return histories
 
 

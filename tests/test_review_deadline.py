@@ -7,15 +7,15 @@ from datetime import timedelta
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from orderflow import order_client
+from orderflow.bench.replay import replay_histories
 from orderflow.config import Settings
 from orderflow.db.repository import Repository
 from orderflow.devstack import installed_binary
 from orderflow.models import OrderState, PaymentState, Signal, StepPolicy
-from orderflow.worker import WORKFLOW_RUNNER, build_workers
-from orderflow.workflows import OrderWorkflow, ShippingWorkflow
+from orderflow.worker import build_workers
+from orderflow.workflows import OrderWorkflow
 from tests.helpers import new_id, running_stack
 
 
@@ -93,6 +93,5 @@ async def test_an_approval_that_reaches_the_workflow_after_the_review_deadline_i
     assert refused.value.cause.message.startswith("the manual review deadline passed at "), refused.value.cause
     assert [(s.name, s.accepted) for s in signals] == [(Signal.APPROVE, False)], signals
     assert signals[0].detail.startswith("the manual review deadline passed at "), signals[0]
-    replayer = Replayer(workflows=[OrderWorkflow, ShippingWorkflow], workflow_runner=WORKFLOW_RUNNER)
-    for history in histories:
-        assert (await replayer.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
+    replay = await replay_histories(histories)
+    assert replay["failures"] == 0, replay["first_failures"]

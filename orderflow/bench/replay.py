@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter
@@ -44,13 +46,14 @@ def workflow_type(history: WorkflowHistory) -> str:
 
 
 async def replay_histories(
-    histories: list[WorkflowHistory], data_converter: DataConverter = DataConverter.default
+    histories: list[WorkflowHistory],
+    data_converter: DataConverter = DataConverter.default,
+    workflows: Sequence[type] = (OrderWorkflow, ShippingWorkflow),
 ) -> dict:
     """Replay each history on today's workflow code, as a restarted worker would (with the
-    workers' data converter: an encrypted history needs its codec)."""
-    replayer = Replayer(
-        workflows=[OrderWorkflow, ShippingWorkflow], workflow_runner=WORKFLOW_RUNNER, data_converter=data_converter
-    )
+    workers' data converter: an encrypted history needs its codec). ``workflows``: the classes
+    to replay on (a test's variant of OrderWorkflow, registered under the same name)."""
+    replayer = Replayer(workflows=list(workflows), workflow_runner=WORKFLOW_RUNNER, data_converter=data_converter)
 
     async def each():
         for history in histories:
