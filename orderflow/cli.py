@@ -318,6 +318,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="pause the orders worker (SIGSTOP) 1.5 s of every 2.5 s while the customers press: a CPU-starved worker",
     )
+    storm_cmd.add_argument(
+        "--freeze-server",
+        action="store_true",
+        help="pause the Temporal dev server (SIGSTOP) for 6 s mid-storm: a stalled server",
+    )
 
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -356,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.seed,
                 args.kill_worker,
                 args.starve_worker,
+                args.freeze_server,
             )
     except KeyboardInterrupt:
         return 130

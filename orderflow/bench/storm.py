@@ -23,6 +23,11 @@ With ``kill_worker`` the orders worker is killed (SIGKILL) and started again whi
 and once all have ended it is restarted cold and every order is queried from it twice: through
 the API's ``/status`` and with ``temporal workflow query`` (as the Web UI does); each query
 makes the fresh worker replay the order's whole history, and every one must answer.
+
+With ``freeze_server`` the Temporal dev server is paused (SIGSTOP) for FREEZE_SECONDS while
+orders run, as a stalled disk or a long garbage collection would: workflow tasks time out,
+Updates and queries wait, timers fire late (the MySQL storm that left a history a query task
+split had such a stall, docs/reliability.md).
 """
 
 from __future__ import annotations
@@ -133,6 +138,7 @@ async def run_storm(
     seed: int = 17,
     kill_worker: bool = False,
     starve_worker: bool = False,
+    freeze_server: bool = False,
 ) -> StormReport:
     workdir.mkdir(parents=True, exist_ok=True)
     db_url = db_url or f"sqlite:///{workdir / 'storm.db'}"
@@ -163,6 +169,9 @@ async def run_storm(
                     else None
                 )
                 starver = asyncio.create_task(_starve_orders_worker(stack, faults)) if starve_worker else None
+                freezer = (
+                    asyncio.create_task(_freeze_server(stack, 0.4 * orders / rate, faults)) if freeze_server else None
+                )
                 await asyncio.gather(
                     *(
                         _customer(http, order_id, plans[order_id], addresses[order_id], i / rate, max_spam, log)
@@ -171,6 +180,8 @@ async def run_storm(
                 )
                 if killer is not None:
                     await killer
+                if freezer is not None:
+                    await freezer
                 if starver is not None:
                     starver.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -234,6 +245,18 @@ async def _kill_orders_worker(stack: ProcessStack, after: float, faults: list[st
     faults.append(f"orders worker killed (SIGKILL) {after:.1f} s in, a new one started 0.5 s later")
 
 
+async def _freeze_server(stack: ProcessStack, after: float, faults: list[str]) -> None:
+    await asyncio.sleep(after)
+    pid = stack.pids()["temporal"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(FREEZE_SECONDS)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    faults.append(f"Temporal dev server paused (SIGSTOP) for {FREEZE_SECONDS:g} s, {after:.1f} s in")
+
+
+FREEZE_SECONDS = 6.0  # longer than the 5 s workflow task timeout
 STARVE_STOP, STARVE_RUN = 1.5, 1.0  # seconds the orders worker is paused, then let run
 
 
@@ -315,6 +338,7 @@ def main(
     seed: int,
     kill_worker: bool = False,
     starve_worker: bool = False,
+    freeze_server: bool = False,
 ) -> int:
     began = time.monotonic()
     report = asyncio.run(
@@ -327,6 +351,7 @@ def main(
             seed=seed,
             kill_worker=kill_worker,
             starve_worker=starve_worker,
+            freeze_server=freeze_server,
         )
     )
     print(render(report) + f"\n({time.monotonic() - began:.0f} s; details in {out}/storm.json)", flush=True)
