@@ -39,10 +39,27 @@ newer, and refuse it; one whose clock is more than STALE_SECONDS ahead sees ever
 ``REFUSAL_WINDOW`` (the window a query task has before the real task arrives is the 1 s sticky
 timeout plus a poll): a real task is then let through, late but not stuck.
 
-What it cannot see: a query task whose history ends in a workflow task the worker's other poller
-has just started. Its new events then come with that task's newer time, as the task's own would,
-and no field of the activation tells them apart (a MySQL storm left one such history, 2026-12-04:
-tests/histories/core_defect/query_task_split.json, docs/reliability.md).
+Positions run twice (found in the core's DEBUG log of MySQL storms, 2026-12-04). Every real
+task has a history position of its own (its started event), never handed out twice, so an
+activation that moves the run on live at a position this worker already ran live for the run
+(``Refusals.ran_live``, kept across the run's evictions) did not come from a real task, or came
+after a query task had already run that task's events. It is refused. Two chains lead there:
+- the server refuses a task's completion ("Task not found"; Update tasks, by the completions),
+  the core evicts the run, and a query task with the full history arrives before the next real
+  task; the core replays it to the last task the server counts as completed and runs the refused
+  task's events live again, with that task's newer time, which the time rule lets through. The
+  query is refused;
+- a query task picked up just after the worker's other poller started a real task carries that
+  task's events and runs them live at its position; when the real task then comes, at the same
+  position, it is refused: it fails once (WorkflowTaskFailed), and its retry, at a new position,
+  replays the run whole. Measured: once in four MySQL storms (the order ended in 7.8 s).
+A retry always comes at a new position, so this rule never strands a task.
+
+What it cannot see: the second chain when the real task never comes. A server stalled past the
+task timeout dropped it, and the next task, at a new position, brought only what was left (a
+MySQL storm left that history, 2026-12-04: tests/histories/core_defect/query_task_split.json,
+docs/reliability.md). The query task's events came with a task's time at a position not yet run,
+and no field of the activation tells them from that task's own.
 """
 
 from __future__ import annotations
@@ -96,7 +113,18 @@ class Refusals:
     def __init__(self, window: float = REFUSAL_WINDOW) -> None:
         self.window = window
         self.first: dict[tuple[str, int], float] = {}
+        self.live: dict[str, int] = {}  # run id -> the furthest history position it ran live at
         self._lock = threading.Lock()
+
+    def ran_live(self, run_id: str, position: int) -> bool:
+        """Record that the run moved on live at ``position`` (a history length); True if it
+        already had at this position or a later one (on this worker, in any instance of it)."""
+        with self._lock:
+            if len(self.live) > 10_000:  # runs end within seconds: keep the newest half
+                self.live = dict(list(self.live.items())[5_000:])
+            seen = self.live.get(run_id, -1)
+            self.live[run_id] = max(seen, position)
+        return position <= seen
 
     def still_refusing(self, run_id: str, position: int) -> bool:
         """True: refuse this activation (still inside the window); False: let it through."""
@@ -117,21 +145,30 @@ class GuardedInstance(WorkflowInstance):
         self._refusals = refusals or Refusals()
         self._time = -1  # nanoseconds: the newest workflow time this run has seen
 
+    def _refuse(self, act: WorkflowActivation, why: str) -> WorkflowActivationCompletion:
+        """Fail the activation: the core evicts the run, and its next workflow task replays it whole."""
+        log.warning("workflow %s: %s (%s)", self._workflow_id, REFUSAL, why)
+        completion = WorkflowActivationCompletion(run_id=act.run_id)
+        completion.failed.failure.message = REFUSAL
+        completion.failed.failure.application_failure_info.SetInParent()
+        return completion
+
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
         _report_failed_task(act, self._workflow_id)
         now = act.timestamp.ToNanoseconds() if act.HasField("timestamp") else -1
         stale = now >= 0 and time.time_ns() - now > STALE_SECONDS * 1e9
-        if not act.is_replaying and _advances(act) and (0 <= now <= self._time or stale):
+        advances = not act.is_replaying and _advances(act)
+        if advances and (0 <= now <= self._time or stale):
             if self._refusals.still_refusing(act.run_id, act.history_length):
-                log.warning("workflow %s: %s", self._workflow_id, REFUSAL)
-                completion = WorkflowActivationCompletion(run_id=act.run_id)
-                completion.failed.failure.message = REFUSAL
-                completion.failed.failure.application_failure_info.SetInParent()
-                return completion
+                return self._refuse(act, "no newer time than the run's last task")
             log.warning(
                 "workflow %s: let through after %.0f s of refusals (a worker clock ahead of the server's?)",
                 self._workflow_id,
                 self._refusals.window,
+            )
+        if advances and self._refusals.ran_live(act.run_id, act.history_length):
+            return self._refuse(
+                act, f"history position {act.history_length} already run live (a refused task's events)"
             )
         self._time = max(self._time, now)
         completion = self._inner.activate(act)

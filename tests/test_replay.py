@@ -100,8 +100,9 @@ async def test_the_history_a_query_task_split_does_not_replay():
     a query task's new events are applied to the cached run and its commands never sent). The
     task timed out in the stall, and the next one brought only the child's end and the Updates,
     so the live code sent the child one more signal; a replay hands event 82 over with the
-    Updates, after them. Open: the task guard cannot tell such an activation from a task's
-    (docs/reliability.md); kept so the failure is on record."""
+    Updates, after them. The task guard's position rule catches the race when the real task
+    follows; here it was dropped in the stall (docs/reliability.md). Kept so the failure is on
+    record."""
     assert (
         "Update machine does not handle this event: HistoryEvent(id: 92, SignalExternalWorkflowExecutionInitiated)"
         in await core_defect_replay_failure("query_task_split")

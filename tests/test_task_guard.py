@@ -29,10 +29,11 @@ NOW = 12  # the activations' clock: second 12 is the worker's "now", second 5 is
 _clock = [0.0]
 
 
-def activation(seconds: float, replaying: bool, *jobs: str, local: bool = False) -> WorkflowActivation:
+def activation(seconds: float, replaying: bool, *jobs: str, local: bool = False, length: int = 0) -> WorkflowActivation:
+    """``length``: the history length the activation comes with (its task's started event)."""
     if time.time() - _clock[0] > 1:  # one base for the activations of one test
         _clock[0] = time.time()
-    act = WorkflowActivation(run_id="run", is_replaying=replaying)
+    act = WorkflowActivation(run_id="run", is_replaying=replaying, history_length=length)
     act.timestamp.FromNanoseconds(int((_clock[0] - NOW + seconds) * 1e9))
     for kind in jobs:
         job = WorkflowActivationJob()
@@ -97,6 +98,39 @@ def test_a_dead_tasks_events_brought_by_a_query_are_refused_though_newer():
     )
     assert inner.seen == [["initialize_workflow"]]
     assert done[-1].HasField("failed") and done[-1].failed.failure.message == REFUSAL
+
+
+def test_a_refused_tasks_events_run_live_again_by_a_query_are_refused():
+    """The chain the core's log showed in MySQL storms: the run moved on live at position 62 (a
+    task whose completion the server then refused: "Task not found"), the core evicted it, and a
+    query task replayed the history to the last completed task (46) and ran the refused task's
+    events live again, with that task's newer time. No real task comes twice at one position:
+    refused. The real task that follows (63) runs."""
+    refusals = Refusals()
+
+    def instance(*activations: WorkflowActivation) -> tuple[Recorder, list[WorkflowActivationCompletion]]:
+        inner = Recorder()
+        guard = GuardedInstance(inner, "order-1", refusals)  # type: ignore[arg-type]
+        return inner, [guard.activate(act) for act in activations]
+
+    _, done = instance(
+        activation(10, False, "initialize_workflow", length=3), activation(11, False, "do_update", length=62)
+    )
+    assert all(d.HasField("successful") for d in done)
+    inner, done = instance(  # after the eviction: the query task's replay, then its live part
+        activation(10, True, "initialize_workflow", length=3),
+        activation(10.5, True, "resolve_activity", local=True, length=46),
+        activation(11, False, "resolve_signal_external_workflow", length=62),
+    )
+    assert inner.seen == [["initialize_workflow"], ["resolve_activity"]]
+    assert done[-1].HasField("failed") and done[-1].failed.failure.message == REFUSAL
+    inner, done = instance(  # the real task, at a position of its own
+        activation(10, True, "initialize_workflow", length=3),
+        activation(10.5, True, "resolve_activity", local=True, length=46),
+        activation(12, False, "resolve_signal_external_workflow", "do_update", length=63),
+    )
+    assert inner.seen[-1] == ["resolve_signal_external_workflow", "do_update"]
+    assert all(d.HasField("successful") for d in done)
 
 
 def test_replays_are_never_refused():
