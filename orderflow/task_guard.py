@@ -44,8 +44,8 @@ task has a history position of its own (its started event), never handed out twi
 activation that moves the run on live at a position this worker already ran live for the run
 (``Refusals.ran_live``, kept across the run's evictions) did not come from a real task, or came
 after a query task had already run that task's events. It is refused. Two chains lead there:
-- the server refuses a task's completion ("Task not found"; Update tasks, by the completions),
-  the core evicts the run, and a query task with the full history arrives before the next real
+- the server refuses a task's completion ("Task not found"; the refused completions carried
+  Update answers), the core evicts the run, and a query task with the full history arrives before the next real
   task; the core replays it to the last task the server counts as completed and runs the refused
   task's events live again, with that task's newer time, which the time rule lets through. The
   query is refused;
@@ -167,9 +167,7 @@ class GuardedInstance(WorkflowInstance):
                 self._refusals.window,
             )
         if advances and self._refusals.ran_live(act.run_id, act.history_length):
-            return self._refuse(
-                act, f"history position {act.history_length} already run live (a refused task's events)"
-            )
+            return self._refuse(act, f"history position {act.history_length} already run live")
         self._time = max(self._time, now)
         completion = self._inner.activate(act)
         if completion.HasField("failed"):  # an exception in workflow code (a bug)

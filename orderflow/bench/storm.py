@@ -245,14 +245,18 @@ async def _kill_orders_worker(stack: ProcessStack, after: float, faults: list[st
     faults.append(f"orders worker killed (SIGKILL) {after:.1f} s in, a new one started 0.5 s later")
 
 
-async def _freeze_server(stack: ProcessStack, after: float, faults: list[str]) -> None:
-    await asyncio.sleep(after)
-    pid = stack.pids()["temporal"]
+async def _pause(pid: int, seconds: float) -> None:
+    """Stop a process (SIGSTOP) for ``seconds``; it always runs on afterwards."""
     os.kill(pid, signal.SIGSTOP)
     try:
-        await asyncio.sleep(FREEZE_SECONDS)
+        await asyncio.sleep(seconds)
     finally:
         os.kill(pid, signal.SIGCONT)
+
+
+async def _freeze_server(stack: ProcessStack, after: float, faults: list[str]) -> None:
+    await asyncio.sleep(after)
+    await _pause(stack.pids()["temporal"], FREEZE_SECONDS)
     faults.append(f"Temporal dev server paused (SIGSTOP) for {FREEZE_SECONDS:g} s, {after:.1f} s in")
 
 
@@ -269,12 +273,9 @@ async def _starve_orders_worker(stack: ProcessStack, faults: list[str]) -> None:
     try:
         while True:
             await asyncio.sleep(STARVE_RUN)
-            os.kill(pid, signal.SIGSTOP)
             pauses += 1
-            await asyncio.sleep(STARVE_STOP)
-            os.kill(pid, signal.SIGCONT)
+            await _pause(pid, STARVE_STOP)
     finally:
-        os.kill(pid, signal.SIGCONT)
         faults.append(f"orders worker paused {pauses} times for {STARVE_STOP:g} s (SIGSTOP), {STARVE_RUN:g} s apart")
 
 
