@@ -127,7 +127,8 @@ async def check_against_temporal(
     workflow's result; the dispatched shipment went to the result's address; the workflow
     events in the trail are exactly the ones the committed run wrote (its count, its last
     event); every step status() reports done has a succeeded step record with the same
-    attempt count; ``status()`` (a replay of the history) agrees with the result.
+    attempt count; the status in its memo and ``status()`` (a replay of the history) agree with
+    the result.
     """
     from temporalio.client import WorkflowFailureError
 
@@ -178,6 +179,12 @@ async def check_against_temporal(
             )
         if result.state == OrderState.SHIPPED and sum(e["type"] == "dispatched" for e in view["events"]) != 1:
             problems.append(f"{order_id}: {sum(e['type'] == 'dispatched' for e in view['events'])} dispatched events")
+        published = await info.memo()  # the status the run published last (OrderWorkflow._publish_status)
+        told = (published.get("state"), published.get("address"), published.get("payment"))
+        if told != (result.state.value, result.address, result.payment.value):
+            problems.append(
+                f"{order_id}: its memo says {told}, result {result.state.value}/{result.address!r}/{result.payment.value}"
+            )
         if with_status:
             from orderflow.models import OrderStatus
 

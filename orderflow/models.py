@@ -152,6 +152,11 @@ class OrderRequest:
     review_timeout_seconds: float | None = None
     shipping_task_queue: str = SHIPPING_TASK_QUEUE
     policy: StepPolicy = field(default_factory=StepPolicy)
+    # Versioning by input: orders started since the status memo (OrderWorkflow._publish_status) say
+    # so here (order_client.new_order sets it). Older histories have no such field, so they replay
+    # with False and without memo commands. workflow.patched() would have cost each order a marker
+    # and a search-attribute upsert (TemporalChangeVersion): two events and a visibility write.
+    publish_status: bool = False
 
 
 @dataclass

@@ -191,7 +191,7 @@ async def test_status_of_an_existing_order_is_never_a_5xx_when_its_workers_are_g
                 query_the_ended_order(),
             )
             took = time.monotonic() - began
-            recorded, persisted, silent, command, queried = answers
+            recorded, published, silent, command, queried = answers
 
     assert queried != "answered"  # the failure this status path must not depend on
     # An ended order answers from its result at once, as it did while its workers ran.
@@ -199,12 +199,13 @@ async def test_status_of_an_existing_order_is_never_a_5xx_when_its_workers_are_g
     body = recorded.json()
     assert body["source"] == "result" and body["temporal_status"] == "COMPLETED"
     assert body["status"] == before["status"] and body["status"]["state"] in ("shipped", "failed")
-    # A running order whose workflow cannot answer: the state it persisted, and why.
-    assert persisted.status_code == 200, persisted.text
-    body = persisted.json()
-    assert body["source"] == "database" and body["status"]["state"] == "awaiting_review"
-    assert "no worker answered" in body["note"]
-    # A running order with nothing persisted yet: a 504 that says what is missing.
+    # A running order: what its workflow published, which needs no worker.
+    assert published.status_code == 200, published.text
+    body = published.json()
+    assert body["source"] == "memo" and body["status"]["state"] == "awaiting_review", body
+    assert body["status"]["steps"]["validate"]["state"] == "done" and body["note"] is None
+    # A running order that has published nothing (no worker ever ran its first task) and has
+    # persisted nothing: it is queried, and the 504 says what is missing.
     assert silent.status_code == 504 and "worker" in silent.json()["error"], silent.text
     # A command nobody can answer: 504, not a 500.
     assert command.status_code == 504 and command.json()["error"], command.text

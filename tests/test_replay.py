@@ -4,6 +4,8 @@ A change that would break orders already running fails here. Re-record (after a
 deliberate, versioned change) with: ORDERFLOW_RECORD_HISTORIES=1 pytest tests/test_workflows_order.py
 """
 
+import json
+
 import pytest
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 from temporalio.workflow import NondeterminismError as WorkflowNondeterminismError
@@ -14,6 +16,7 @@ from tests.helpers import HISTORIES, load_history
 
 RECORDED = sorted(HISTORIES.glob("*.json"))
 BEFORE_GATE = sorted((HISTORIES / "before_gate").glob("*.json"))
+BEFORE_STATUS_MEMO = sorted((HISTORIES / "before_status_memo").glob("*.json"))
 
 
 def test_the_main_paths_are_recorded():
@@ -25,8 +28,23 @@ def test_the_main_paths_are_recorded():
         "dispatch_failed_retry",
         "shipping_exhausted",
         "temporal_cancel",
-        "cancel_during_review",  # recorded with the close-uncharged-payment patch (deprecated since; still replays)
+        "cancel_during_review",
     } <= names
+    assert {p.stem for p in BEFORE_STATUS_MEMO} == names
+
+
+def memo_events(path) -> int:
+    return sum(e.HasField("workflow_properties_modified_event_attributes") for e in load_history(path).events)
+
+
+@pytest.mark.parametrize("path", BEFORE_STATUS_MEMO, ids=[p.stem for p in BEFORE_STATUS_MEMO])
+async def test_histories_from_before_the_status_memo_replay(path):
+    """Versioning by input: orders started before the status memo have no publish_status in their
+    input, so they replay with False and without memo commands; the ones recorded since publish."""
+    assert memo_events(path) == 0 and memo_events(HISTORIES / path.name) >= 3
+    replayer = Replayer(workflows=[OrderWorkflow, ShippingWorkflow], workflow_runner=WORKFLOW_RUNNER)
+    result = await replayer.replay_workflow(load_history(path), raise_on_replay_failure=False)
+    assert result.replay_failure is None, f"{path.stem}: {result.replay_failure}"
 
 
 @pytest.mark.parametrize("path", RECORDED, ids=[p.stem for p in RECORDED])
@@ -59,6 +77,20 @@ async def test_a_changed_workflow_fails_replay(monkeypatch):
         "Activity type of recorded marker 'ReceiveOrder' does not match activity type of local activity "
         "command 'ValidateOrder'" in str(result.replay_failure)
     )
+
+
+async def test_the_input_decides_whether_an_order_publishes():
+    """The same old history with publish_status set in its input fails replay on the first memo
+    command: the flag, not the code's version, decides."""
+    history = load_history(HISTORIES / "before_status_memo" / "happy_path.json")
+    started = history.events[0].workflow_execution_started_event_attributes
+    request = json.loads(started.input.payloads[0].data)
+    assert "publish_status" not in request
+    started.input.payloads[0].data = json.dumps({**request, "publish_status": True}).encode()
+    replayer = Replayer(workflows=[OrderWorkflow, ShippingWorkflow], workflow_runner=WORKFLOW_RUNNER)
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert isinstance(result.replay_failure, WorkflowNondeterminismError)
+    assert "ModifyWorkflowPropertiesMachine does not handle HistoryEvent" in str(result.replay_failure)
 
 
 @pytest.mark.parametrize("path", BEFORE_GATE, ids=[p.stem for p in BEFORE_GATE])

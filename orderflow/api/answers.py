@@ -93,9 +93,10 @@ async def admit_and_start(client: Client, db: Repository, admission: Admission, 
 async def order_status(client: Client, db: Repository, order_id: str) -> OrderStatusOut:
     """An existing order's status is never a 5xx because its workflow cannot be queried.
 
-    Running: the workflow's live status() query. Ended: what it recorded (its result, from
-    the close event; the state from the database if the workflow failed in Temporal).
-    A running order whose query fails answers from the database (``source: "database"``).
+    Running: the status its workflow published in its memo (no worker involved). Ended: what it
+    recorded (its result, from the close event; the state from the database if the workflow
+    failed in Temporal). A stuck order says so; one that published nothing yet and whose query
+    fails answers from the database (``source: "database"``).
     Only Temporal itself being unreachable or silent is a 503/504.
     """
     try:

@@ -54,9 +54,10 @@ class OrderStatusOut(BaseModel):
     temporal_status: str
     status: dict[str, Any]
     source: str = Field(
-        description='"query": the running workflow answered; "result": what the ended order '
-        'recorded; "database": the last state the order persisted (its workflow '
-        "could not answer, see note)"
+        description='"memo": the status the running workflow published with its last workflow task; '
+        '"query": the running workflow answered (it had published nothing yet); "result": what the '
+        'ended order recorded; "database": the last state the order persisted (its workflow could '
+        "not answer, or is stuck: see note)"
     )
     note: str | None = None
 

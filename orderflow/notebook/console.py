@@ -237,9 +237,9 @@ class OrderConsole:
     async def refresh(self) -> OrderStatus | None:
         if self.handle is not None and not self.stack.stopped:
             try:
-                self.status = await order_client.status(self.stack.client, self.current_id)
+                self.status = await self.stack.status(self.current_id)
             except Exception as err:  # noqa: BLE001 - shown in the panel, the loop goes on
-                self._notes = [f"status query failed: {type(err).__name__}: {err}"]
+                self._notes = [f"status failed: {type(err).__name__}: {err}"]
             if self.status is not None and self.status.terminal and self.result is None:
                 try:
                     self.result = await self.handle.result()

@@ -46,6 +46,8 @@ def history_frame(history) -> pd.DataFrame:
             "child_workflow_execution_completed_event_attributes",
         ):
             name, workflow_id = attrs.workflow_type.name, attrs.workflow_execution.workflow_id
+        elif kind == "workflow_properties_modified_event_attributes":  # upsert_memo: the keys it set
+            name = ", ".join(sorted(attrs.upserted_memo.fields))
         elif kind == "signal_external_workflow_execution_initiated_event_attributes":
             name, workflow_id = attrs.signal_name, attrs.workflow_execution.workflow_id
         rows.append(

@@ -96,12 +96,15 @@ class KernelStack:
         )
 
     async def status(self, order_id: str) -> OrderStatus:
-        return await order_client.status(self.client, order_id)
+        """The status the order published in its memo (no worker involved), or, before it has
+        published any, its status() query."""
+        published = await order_client.published_status(self.client, order_id)
+        return published if published is not None else await order_client.status(self.client, order_id)
 
     async def wait_for(
         self, order_id: str, target: str | Callable[[OrderStatus], bool] = "terminal", timeout: float = 20.0
     ) -> OrderStatus:
-        """Poll status() until the order reaches ``target``: a state name (reached or passed),
+        """Poll the status until the order reaches ``target``: a state name (reached or passed),
         "terminal", or a predicate on the status."""
         reached = _reached(target)
         async with asyncio.timeout(timeout):

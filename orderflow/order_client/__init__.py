@@ -48,6 +48,7 @@ from orderflow.order_client.queries import (
     order_handle,
     order_status,
     order_workflow_id,
+    published_status,
     status,
     stuck_reason,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "new_order",
     "order_handle",
     "order_status",
+    "published_status",
     "order_workflow_id",
     "place_orders",
     "result",

@@ -322,8 +322,9 @@ async def result(handle: WorkflowHandle) -> OrderResult:
 def new_order(
     order_id: str, payment_id: str, *, items: list[Item] | None = None, address: str = "", **kw
 ) -> OrderRequest:
-    """An OrderRequest with the default item (sku ABC, qty 1) unless items are given."""
-    req = OrderRequest(order_id=order_id, payment_id=payment_id, address=address, **kw)
+    """An OrderRequest with the default item (sku ABC, qty 1) unless items are given; the order
+    publishes its status in its memo (OrderRequest.publish_status)."""
+    req = OrderRequest(order_id=order_id, payment_id=payment_id, address=address, **{"publish_status": True, **kw})
     if items is not None:
         req.items = items
     return req

@@ -18,7 +18,9 @@ review, the shipment), and every state an Update waits for is entered with the g
 from __future__ import annotations
 
 import asyncio
+from dataclasses import asdict
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError, ChildWorkflowError, FailureError
@@ -42,7 +44,7 @@ from orderflow.models import (
     Update,
 )
 from orderflow.workflows.shipping import ShippingWorkflow
-from orderflow.workflows.steps import AuditTrail, StepError, StepRunner
+from orderflow.workflows.steps import RECENT_ERRORS, AuditTrail, StepError, StepRunner
 
 with workflow.unsafe.imports_passed_through():
     from orderflow.activities import OrderActivities, ProgressActivities
@@ -59,6 +61,16 @@ CHILD_GRACE = timedelta(seconds=1)
 # cannot disagree. Histories with the marker still replay; review_timeout.json, the one recorded
 # before the patch, was re-recorded: an order lives 15 s at most, so no running order predates it.
 CLOSE_UNCHARGED_PAYMENT = "close-uncharged-payment"
+# The order publishes its status in its memo (_publish_status), so the API and the notebooks read a
+# running order with describe(): no query, no worker, no replay. A query the server sends as a task
+# of its own can move a cached run in the SDK core (docs/reliability.md, defect 2), and status
+# polling sent thousands of them per storm. Orders started before it do not publish
+# (OrderRequest.publish_status): tests/test_replay.py replays both kinds.
+# The memo keeps the last 3 commands and errors (status() gives 20 and 10): a memo over 2 KB makes
+# the server log a warning on every upsert (limit.memoSize.warn), and with 5 and 10 storm orders
+# reached 2.5 KB.
+MEMO_SIGNALS = 3
+MEMO_ERRORS = 3
 
 
 class OrderCancelled(Exception):
@@ -111,6 +123,7 @@ class OrderWorkflow:
         self.review_deadline: datetime | None = None  # after it, an approval is refused
         self.audit_events = 0
         self.closing = False
+        self.publisher: asyncio.Task[None] | None = None  # _publish_status, in runs that publish
         # What Updates wait for; set only with the gate open (see the module docstring).
         self.review_open = False
         self.dispatched_to: str | None = None
@@ -123,6 +136,8 @@ class OrderWorkflow:
     # in the history's close event (the API reads an ended order from there, with no worker).
     @workflow.run
     async def run(self, req: OrderRequest) -> OrderResult:
+        if req.publish_status:  # decided by the input, the same live and on replay
+            self.publisher = asyncio.create_task(self._publish_status())
         lifecycle = asyncio.create_task(self._lifecycle())
         try:
             await asyncio.shield(lifecycle)
@@ -608,8 +623,10 @@ class OrderWorkflow:
     # It changes nothing and adds no history event.
     @workflow.query(name="status")
     def status(self) -> OrderStatus:
-        steps = {**self.steps.stats, **self.shipping_steps}
         left = 0.0 if self.state.terminal else max((self.deadline - workflow.now()).total_seconds(), 0.0)
+        return self._status(signals=20, errors=RECENT_ERRORS, seconds_left=left)
+
+    def _status(self, signals: int, errors: int, seconds_left: float = 0.0) -> OrderStatus:
         return OrderStatus(
             order_id=self.req.order_id,
             state=self.state,
@@ -622,10 +639,40 @@ class OrderWorkflow:
             cancel_requested=self.cancel_requested,
             reason=self.reason,
             deadline=self.deadline.isoformat(),
-            seconds_left=left,
+            seconds_left=seconds_left,
             review_deadline=self.review_deadline.isoformat() if self.review_deadline else None,
-            steps=steps,
-            recent_errors=list(self.steps.errors),
-            signals=list(self.signals[-20:]),
+            steps={**self.steps.stats, **self.shipping_steps},
+            recent_errors=self.steps.errors[-errors:],
+            signals=list(self.signals[-signals:]),
             dispatch_failures=list(self.dispatch_failures),
         )
+
+    # workflow.upsert_memo: a command that sets keys of the workflow's memo (an event in the history);
+    # describe() returns the memo, so anyone can read it without a worker. The memo is the status()
+    # answer without seconds_left (the reader computes it from the deadline).
+    async def _publish_status(self) -> None:
+        """Publish what changed in the status where the order listens (the gate is open: the start,
+        the review, the shipment) and at its end; a step's progress goes out with the next of these.
+
+        Why not after every step: each upsert is an event (and a visibility write on the server).
+        Published after every change, a shipped order had 11 more events and cost 13 % more CPU
+        (orderflow bench --api --rate 8 --duration 60, 2026-12-04); at these points, about 4. The
+        points are where messages come in, so an accepted command is in the memo when it is answered.
+        """
+        published: dict[str, Any] = {}
+        while True:
+            changed = self._status_changes(published)
+            if changed:
+                workflow.upsert_memo(changed)
+                published.update(changed)
+            if self.state.terminal:
+                return
+            # Checked after every activation, once its messages and results are applied.
+            await workflow.wait_condition(
+                lambda: (self.state.terminal or not self.steps.gate.closed) and bool(self._status_changes(published))
+            )
+
+    def _status_changes(self, published: dict[str, Any]) -> dict[str, Any]:
+        fields = asdict(self._status(signals=MEMO_SIGNALS, errors=MEMO_ERRORS))
+        del fields["seconds_left"]
+        return {key: value for key, value in fields.items() if key not in published or published[key] != value}
