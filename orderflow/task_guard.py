@@ -53,7 +53,11 @@ after a query task had already run that task's events. It is refused. Two chains
   task's events and runs them live at its position; when the real task then comes, at the same
   position, it is refused: it fails once (WorkflowTaskFailed), and its retry, at a new position,
   replays the run whole. Measured: once in four MySQL storms (the order ended in 7.8 s).
-A retry always comes at a new position, so this rule never strands a task.
+A retry always comes at a new position, so this rule never strands a task. One exception to "never
+handed out twice": a task that only brought Updates the validators all rejected (Busy while a step
+runs) is speculative, and the server drops it without an event, so the next task has the same
+position. Such an activation is not counted (it was refused 1-6 times per storm before, each a
+failed workflow task; 2026-12-04).
 
 What it cannot see: the second chain when the real task never comes. A server stalled past the
 task timeout dropped it, and the next task, at a new position, brought only what was left (a
@@ -105,6 +109,16 @@ def _advances(act: WorkflowActivation) -> bool:
     return False
 
 
+def _only_rejections(completion: WorkflowActivationCompletion) -> bool:
+    """True if the activation answered Updates and did nothing else: every Update was rejected by
+    its validator. Such a task is speculative, and the server drops it with no event, so the next
+    task comes at the same history position."""
+    commands = completion.successful.commands if completion.HasField("successful") else []
+    return bool(commands) and all(
+        c.WhichOneof("variant") == "update_response" and c.update_response.HasField("rejected") for c in commands
+    )
+
+
 class Refusals:
     """When each (run, history position) was first refused, across the run's evictions.
 
@@ -117,14 +131,17 @@ class Refusals:
         self._lock = threading.Lock()
 
     def ran_live(self, run_id: str, position: int) -> bool:
-        """Record that the run moved on live at ``position`` (a history length); True if it
-        already had at this position or a later one (on this worker, in any instance of it)."""
+        """True if the run already moved on live at ``position`` (a history length) or a later one
+        (on this worker, in any instance of it)."""
+        with self._lock:
+            return position <= self.live.get(run_id, -1)
+
+    def record_live(self, run_id: str, position: int) -> None:
+        """The run moved on live at ``position``."""
         with self._lock:
             if len(self.live) > 10_000:  # runs end within seconds: keep the newest half
                 self.live = dict(list(self.live.items())[5_000:])
-            seen = self.live.get(run_id, -1)
-            self.live[run_id] = max(seen, position)
-        return position <= seen
+            self.live[run_id] = max(self.live.get(run_id, -1), position)
 
     def still_refusing(self, run_id: str, position: int) -> bool:
         """True: refuse this activation (still inside the window); False: let it through."""
@@ -170,6 +187,8 @@ class GuardedInstance(WorkflowInstance):
             return self._refuse(act, f"history position {act.history_length} already run live")
         self._time = max(self._time, now)
         completion = self._inner.activate(act)
+        if advances and not _only_rejections(completion):
+            self._refusals.record_live(act.run_id, act.history_length)
         if completion.HasField("failed"):  # an exception in workflow code (a bug)
             _failed_task(self._workflow_id, "exception in workflow code", completion.failed.failure.message)
         return completion

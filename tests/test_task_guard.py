@@ -13,15 +13,21 @@ from orderflow.task_guard import REFUSAL, GuardedInstance, Refusals
 
 
 class Recorder:
-    """Stands in for the wrapped workflow instance: records what reached it."""
+    """Stands in for the wrapped workflow instance: records what reached it. With ``reject``, it
+    answers every Update as its validator would refuse it (Busy)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reject: bool = False) -> None:
         self.seen: list[list[str]] = []
+        self.reject = reject
 
     def activate(self, act: WorkflowActivation) -> WorkflowActivationCompletion:
         self.seen.append([job.WhichOneof("variant") for job in act.jobs])
         completion = WorkflowActivationCompletion(run_id=act.run_id)
         completion.successful.SetInParent()
+        for job in act.jobs:
+            if self.reject and job.WhichOneof("variant") == "do_update":
+                command = completion.successful.commands.add()
+                command.update_response.rejected.message = "a step is running; send it again in a moment"
         return completion
 
 
@@ -131,6 +137,28 @@ def test_a_refused_tasks_events_run_live_again_by_a_query_are_refused():
     )
     assert inner.seen[-1] == ["resolve_signal_external_workflow", "do_update"]
     assert all(d.HasField("successful") for d in done)
+
+
+def test_a_task_that_only_rejected_updates_leaves_its_position_to_the_next_task():
+    """A workflow task that brought only Updates, all refused by their validators, is speculative:
+    the server drops it with no event, and the next task (here the child's start) has the same
+    position, 19 (seen in storms: such a task was refused, then failed once)."""
+    refusals = Refusals()
+    busy = Recorder(reject=True)
+    guard = GuardedInstance(busy, "order-1", refusals)  # type: ignore[arg-type]
+    first = guard.activate(activation(10, False, "initialize_workflow", length=3))
+    rejected = guard.activate(activation(11, False, "do_update", length=19))
+    assert rejected.successful.commands[0].update_response.HasField("rejected")
+    inner = Recorder()
+    guard = GuardedInstance(inner, "order-1", refusals)  # type: ignore[arg-type]
+    real = guard.activate(activation(12, False, "resolve_child_workflow_execution_start", length=19))
+    assert first.HasField("successful") and real.HasField("successful")
+    assert inner.seen == [["resolve_child_workflow_execution_start"]]
+    # An Update that was accepted made the task real: its position is taken.
+    accepting = GuardedInstance(Recorder(), "order-1", refusals)  # type: ignore[arg-type]
+    assert accepting.activate(activation(13, False, "do_update", length=23)).HasField("successful")
+    again = accepting.activate(activation(14, False, "fire_timer", length=23))
+    assert again.HasField("failed") and again.failed.failure.message == REFUSAL
 
 
 def test_replays_are_never_refused():
