@@ -6,7 +6,7 @@ lessons (a worker answers it)."""
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -108,9 +108,9 @@ async def order_status(client: Client, order_id: str, query_timeout: timedelta =
         stuck = await _stuck(handle, described)
         if stuck is not None:
             raise StatusUnavailable(stuck, timed_out=False, stuck=True)
-        published = dict(await described.memo())
-        if "state" in published:
-            return StatusAnswer(described.status.name, _with_seconds_left(published), "memo")
+        published = await _published(described)
+        if published is not None:
+            return StatusAnswer(described.status.name, published, "memo")
         return await _queried(client, order_id, query_timeout)
     return StatusAnswer(described.status.name, await _recorded_result(handle, order_id), "result")
 
@@ -118,18 +118,19 @@ async def order_status(client: Client, order_id: str, query_timeout: timedelta =
 async def published_status(client: Client, order_id: str) -> OrderStatus | None:
     """The status the order's workflow last published (running or ended), or None if it has
     published none (its first workflow task has not completed, or an older version started it)."""
-    published = dict(await (await _described(order_handle(client, order_id), order_id)).memo())
-    if "state" not in published:
+    published = await _published(await _described(order_handle(client, order_id), order_id))
+    return None if published is None else value_to_type(OrderStatus, published, [])
+
+
+async def _published(described: WorkflowExecutionDescription) -> dict[str, Any] | None:
+    """The memo in status()'s shape and field order, or None: unset fields filled in, and
+    seconds_left is the reader's (the memo holds the deadline)."""
+    memo = {**copy.deepcopy(UNSET_IN_MEMO), **await described.memo()}
+    if "state" not in memo:
         return None
-    return value_to_type(OrderStatus, _with_seconds_left(published), [])
-
-
-def _with_seconds_left(published: dict[str, Any]) -> dict[str, Any]:
-    """The memo in status()'s shape: unset fields filled in, and seconds_left is the reader's (the
-    memo holds the deadline)."""
-    left = (datetime.fromisoformat(published["deadline"]) - datetime.now(timezone.utc)).total_seconds()
-    ended = published["state"] in TERMINAL_STATES
-    return {**copy.deepcopy(UNSET_IN_MEMO), **published, "seconds_left": 0.0 if ended else max(left, 0.0)}
+    left = (datetime.fromisoformat(memo["deadline"]) - datetime.now(timezone.utc)).total_seconds()
+    memo["seconds_left"] = 0.0 if memo["state"] in TERMINAL_STATES else max(left, 0.0)
+    return {field.name: memo[field.name] for field in fields(OrderStatus)}
 
 
 async def _queried(client: Client, order_id: str, query_timeout: timedelta) -> StatusAnswer:
